@@ -1,0 +1,272 @@
+"""The embedded clearing engine: TigerBeetle's semantics in-process, durable on local disk.
+
+`EmbeddedLedger(directory)` is what `sovr.ledger.connect("embedded://DIR")` returns. It has
+the official `tigerbeetle.ClientSync` interface; per call it:
+
+1. checks the input as the official client does (`validation`), raising before anything
+   is applied;
+2. expires due pending transfers first, as TigerBeetle's pulse would have;
+3. prefetches every record the batch can touch into a `BatchView` (`store`);
+4. runs TigerBeetle's checks in TigerBeetle's order (`state_machine`);
+5. commits the batch's effects in one fsynced SQLite transaction before returning.
+
+A kill -9 at any instant leaves either the whole batch or none of it. Calls are serialized
+by a lock, so one instance may be shared by threads; a second process opening the same
+directory gets `LedgerLockedError`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tigerbeetle as tb
+
+from sovr.ledger.embedded import codec, queries, validation
+from sovr.ledger.embedded.state_machine import (
+    A_IMPORTED,
+    A_LINKED,
+    AC_FLAGS,
+    AC_TIMESTAMP,
+    PENDING,
+    T_IMPORTED,
+    T_LINKED,
+    T_PENDING,
+    T_POST,
+    T_VOID,
+    TR_FLAGS,
+    TR_TIMESTAMP,
+    TRANSIENT_TRANSFER_STATUSES,
+    BatchView,
+    create_account,
+    create_transfer,
+    execute_create,
+    expire_pending_transfers,
+)
+from sovr.ledger.embedded.store import Store
+from sovr.ledger.types import BATCH_EVENTS_MAX, CHANGE_EVENTS_LIMIT_MAX, ChangeEvent, LedgerError
+
+ACCOUNT_CACHE_MAX = 100_000
+PULSE_EVENTS_MAX = BATCH_EVENTS_MAX  # TigerBeetle's pulse expires up to one batch at a time.
+
+
+class LedgerClosedError(LedgerError):
+    """An operation was called on a closed ledger."""
+
+
+class EmbeddedLedger:
+    """A ledger in a local directory with TigerBeetle 0.17's exact semantics."""
+
+    def __init__(self, directory: str) -> None:
+        self._store = Store(directory)
+        self._lock = threading.Lock()
+        self._accounts: dict[int, list] = {}  # Committed accounts, bounded cache.
+        self._timestamp_last = self._store.timestamp_last()
+        self._transfer_timestamp_max = self._store.transfer_timestamp_max()
+        self._account_timestamp_max = self._store.account_timestamp_max()
+        self._next_expiry = self._store.next_expiry()
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._store.close()
+
+    def __enter__(self) -> EmbeddedLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LedgerClosedError("the ledger is closed")
+
+    # -- creates ------------------------------------------------------------------------
+
+    def create_accounts(self, accounts: list[tb.Account]) -> list[tb.CreateAccountResult]:
+        validation.check_batch(accounts, "create_accounts")
+        events = [validation.account_tuple(a) for a in accounts]
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            view = self._view(account_ids={e[0] for e in events}, transfers={})
+            timestamp = self._reserve_timestamps(len(events))
+            results = execute_create(
+                view, events, timestamp, create_account, AC_FLAGS, A_LINKED, A_IMPORTED,
+                AC_TIMESTAMP, tb.CreateAccountStatus, frozenset(),
+            )
+            self._commit(view, timestamp)
+        result = tb.CreateAccountResult
+        return [result(timestamp=ts, status=status) for ts, status in results]
+
+    def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
+        validation.check_batch(transfers, "create_transfers")
+        events = [validation.transfer_tuple(t) for t in transfers]
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            view = self._transfers_view(events)
+            timestamp = self._reserve_timestamps(len(events))
+            results = execute_create(
+                view, events, timestamp, create_transfer, TR_FLAGS, T_LINKED, T_IMPORTED,
+                TR_TIMESTAMP, tb.CreateTransferStatus, TRANSIENT_TRANSFER_STATUSES,
+            )
+            self._commit(view, timestamp)
+        result = tb.CreateTransferResult
+        return [result(timestamp=ts, status=status) for ts, status in results]
+
+    def _transfers_view(self, events: list[tuple]) -> BatchView:
+        ids = [e[0] for e in events]
+        pending_ids = [e[4] for e in events if e[11] & (T_POST | T_VOID) and e[4]]
+        transfers = {t[0]: t for t in self._store.load_transfers(list(set(ids + pending_ids)))}
+        account_ids = {e[1] for e in events}
+        account_ids.update(e[2] for e in events)
+        pending = [t for t in transfers.values() if t[TR_FLAGS] & T_PENDING]
+        for p in pending:
+            account_ids.add(p[1])
+            account_ids.add(p[2])
+        view = self._view(account_ids, transfers)
+        view.failed_ids = self._store.load_failed_ids(ids)
+        if pending:
+            view.pending_status = self._store.load_pending_status([p[12] for p in pending])
+        return view
+
+    def _view(self, account_ids: set[int], transfers: dict[int, tuple]) -> BatchView:
+        cache = self._accounts
+        if len(cache) > ACCOUNT_CACHE_MAX:
+            cache.clear()
+        missing = [i for i in account_ids if i not in cache]
+        if missing:
+            for account in self._store.load_accounts(missing):
+                cache[account[0]] = account
+        return BatchView(
+            accounts=cache,
+            transfers=transfers,
+            failed_ids=set(),
+            pending_status={},
+            transfer_timestamp_max=self._transfer_timestamp_max,
+            account_timestamp_max=self._account_timestamp_max,
+            transfer_exists_at=self._store.transfer_exists_at,
+            account_exists_at=self._store.account_exists_at,
+        )
+
+    def _reserve_timestamps(self, count: int) -> int:
+        """TigerBeetle's prepare timestamp: the batch's last event's, never behind the clock."""
+        return max(self._timestamp_last, time.time_ns()) + count
+
+    def _commit(self, view: BatchView, timestamp: int) -> None:
+        try:
+            self._store.commit(view, timestamp)
+        except BaseException:
+            # The account cache was updated in place: it may now hold uncommitted balances.
+            self._accounts.clear()
+            raise
+        assert timestamp > self._timestamp_last, "clock went backwards"
+        self._timestamp_last = timestamp
+        self._transfer_timestamp_max = view.transfer_timestamp_max
+        self._account_timestamp_max = view.account_timestamp_max
+        if view.pending_updates:
+            self._next_expiry = self._store.next_expiry()
+
+    def _expire_due(self) -> None:
+        """Run TigerBeetle's pulse: expire pending transfers whose timeout has passed."""
+        while self._next_expiry and self._next_expiry <= max(self._timestamp_last, time.time_ns()):
+            timestamp = self._reserve_timestamps(PULSE_EVENTS_MAX)
+            expiring = self._store.expiring_transfers(timestamp, PULSE_EVENTS_MAX)
+            account_ids = {p[1] for p in expiring} | {p[2] for p in expiring}
+            view = self._view(account_ids, {})
+            view.pending_status = {p[TR_TIMESTAMP]: PENDING for p in expiring}
+            expire_pending_transfers(view, expiring, timestamp)
+            self._commit(view, timestamp)
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def lookup_accounts(self, accounts: list[int]) -> list[tb.Account]:
+        ids = validation.ids_list(accounts, "lookup_accounts")
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            view = self._view(set(ids), {})
+            found = view.accounts
+            return [codec.account_object(found[i]) for i in ids if i in found]
+
+    def lookup_transfers(self, transfers: list[int]) -> list[tb.Transfer]:
+        ids = validation.ids_list(transfers, "lookup_transfers")
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            found = {t[0]: t for t in self._store.load_transfers(list(set(ids)))}
+        return [codec.transfer_object(found[i]) for i in ids if i in found]
+
+    # -- queries ------------------------------------------------------------------------
+
+    def get_account_transfers(self, filter: tb.AccountFilter) -> list[tb.Transfer]:  # noqa: A002
+        account_filter = queries.AccountFilterQuery.from_filter(filter)
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            if not account_filter.valid:
+                return []
+            rows = queries.account_transfers(self._store, account_filter)
+        return [codec.transfer_object(codec.transfer_from_row(r)) for r in rows]
+
+    def get_account_balances(self, filter: tb.AccountFilter) -> list[tb.AccountBalance]:  # noqa: A002
+        account_filter = queries.AccountFilterQuery.from_filter(filter)
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            account = self._view({account_filter.account_id}, {}).accounts.get(
+                account_filter.account_id
+            )
+            if not account_filter.valid or account is None or not account[AC_FLAGS] & 8:
+                return []
+            rows = queries.account_transfers(self._store, account_filter, with_event=True)
+        return queries.account_balances(rows, account_filter.account_id)
+
+    def query_accounts(self, query_filter: tb.QueryFilter) -> list[tb.Account]:
+        query = queries.QueryFilterQuery.from_filter(query_filter)
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            if not query.valid:
+                return []
+            rows = queries.query_accounts(self._store, query)
+        return [codec.account_object(codec.account_from_row(r)) for r in rows]
+
+    def query_transfers(self, query_filter: tb.QueryFilter) -> list[tb.Transfer]:
+        query = queries.QueryFilterQuery.from_filter(query_filter)
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            if not query.valid:
+                return []
+            rows = queries.query_transfers(self._store, query)
+        return [codec.transfer_object(codec.transfer_from_row(r)) for r in rows]
+
+    def get_change_events(
+        self,
+        timestamp_min: int = 0,
+        timestamp_max: int = 0,
+        limit: int = CHANGE_EVENTS_LIMIT_MAX,
+    ) -> list[ChangeEvent]:
+        """TigerBeetle's change feed: every balance change in timestamp order (see types)."""
+        validation.check_uint("timestamp_min", 64, timestamp_min)
+        validation.check_uint("timestamp_max", 64, timestamp_max)
+        validation.check_uint("limit", 32, limit)
+        if limit > CHANGE_EVENTS_LIMIT_MAX:
+            raise tb.TooMuchDataError()
+        with self._lock:
+            self._check_open()
+            self._expire_due()
+            if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
+                return []
+            rows = queries.change_event_rows(self._store, timestamp_min, timestamp_max, limit)
+            pending_ids = [r.pending_id for r in rows if r.pending_id]
+            expired = {t[0]: t for t in self._store.load_transfers(pending_ids)}
+            account_ids = {i for r in rows for i in r.account_ids()}
+            account_ids.update(i for t in expired.values() for i in (t[1], t[2]))
+            accounts = self._view(account_ids, {}).accounts
+            return [queries.change_event(r, accounts, expired) for r in rows]
