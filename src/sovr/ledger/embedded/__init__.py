@@ -46,6 +46,10 @@ from sovr.ledger.embedded.store import Store
 from sovr.ledger.types import BATCH_EVENTS_MAX, CHANGE_EVENTS_LIMIT_MAX, ChangeEvent, LedgerError
 
 ACCOUNT_CACHE_MAX = 100_000
+# The accounts table is a checkpoint (see Store.commit): written when this many accounts
+# changed, or after this many batches, whichever comes first. Bounds recovery replay.
+CHECKPOINT_ACCOUNTS = 50_000
+CHECKPOINT_BATCHES = 64
 PULSE_EVENTS_MAX = BATCH_EVENTS_MAX  # TigerBeetle's pulse expires up to one batch at a time.
 
 
@@ -60,6 +64,8 @@ class EmbeddedLedger:
         self._store = Store(directory)
         self._lock = threading.Lock()
         self._accounts: dict[int, list] = {}  # Committed accounts, bounded cache.
+        self._dirty_accounts: set[int] = set()  # Changed since the last account checkpoint.
+        self._batches_since_checkpoint = 0
         self._timestamp_last = self._store.timestamp_last()
         self._transfer_timestamp_max = self._store.transfer_timestamp_max()
         self._account_timestamp_max = self._store.account_timestamp_max()
@@ -72,7 +78,16 @@ class EmbeddedLedger:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                if self._dirty_accounts and self._timestamp_last:
+                    dirty = [self._accounts[i] for i in self._dirty_accounts]
+                    self._store.checkpoint_accounts(dirty, self._timestamp_last)
                 self._store.close()
+
+    def _reload(self) -> None:
+        """Forget in-memory state after a failed commit; disk is the truth."""
+        self._accounts.clear()
+        self._dirty_accounts.clear()
+        self._store.recover_account_balances()
 
     def __enter__(self) -> EmbeddedLedger:
         return self
@@ -100,7 +115,7 @@ class EmbeddedLedger:
             )
             self._commit(view, timestamp)
         result = tb.CreateAccountResult
-        return [result(timestamp=ts, status=status) for ts, status in results]
+        return [result(ts, status) for ts, status in results]
 
     def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         validation.check_batch(transfers, "create_transfers")
@@ -116,7 +131,7 @@ class EmbeddedLedger:
             )
             self._commit(view, timestamp)
         result = tb.CreateTransferResult
-        return [result(timestamp=ts, status=status) for ts, status in results]
+        return [result(ts, status) for ts, status in results]
 
     def _transfers_view(self, events: list[tuple]) -> BatchView:
         ids = [e[0] for e in events]
@@ -136,8 +151,8 @@ class EmbeddedLedger:
 
     def _view(self, account_ids: set[int], transfers: dict[int, tuple]) -> BatchView:
         cache = self._accounts
-        if len(cache) > ACCOUNT_CACHE_MAX:
-            cache.clear()
+        if len(cache) > ACCOUNT_CACHE_MAX and not self._dirty_accounts:
+            cache.clear()  # Only clean accounts may be dropped: dirty ones are newer than disk.
         missing = [i for i in account_ids if i not in cache]
         if missing:
             for account in self._store.load_accounts(missing):
@@ -158,12 +173,24 @@ class EmbeddedLedger:
         return max(self._timestamp_last, time.time_ns()) + count
 
     def _commit(self, view: BatchView, timestamp: int) -> None:
+        dirty = self._dirty_accounts
+        dirty.update(view.dirty_accounts)
+        checkpoint_due = (
+            len(dirty) >= CHECKPOINT_ACCOUNTS or self._batches_since_checkpoint >= CHECKPOINT_BATCHES
+        )
+        checkpoint = [self._accounts[i] for i in dirty] if checkpoint_due else []
         try:
-            self._store.commit(view, timestamp)
+            self._store.commit(view, timestamp, checkpoint)
         except BaseException:
             # The account cache was updated in place: it may now hold uncommitted balances.
-            self._accounts.clear()
+            # Reload everything from disk (checkpoint + replay) before the next call.
+            self._reload()
             raise
+        if checkpoint_due:
+            dirty.clear()
+            self._batches_since_checkpoint = 0
+        else:
+            self._batches_since_checkpoint += 1
         assert timestamp > self._timestamp_last, "clock went backwards"
         self._timestamp_last = timestamp
         self._transfer_timestamp_max = view.transfer_timestamp_max
@@ -234,7 +261,10 @@ class EmbeddedLedger:
             if not query.valid:
                 return []
             rows = queries.query_accounts(self._store, query)
-        return [codec.account_object(codec.account_from_row(r)) for r in rows]
+            # The accounts table holds balances as of the last checkpoint; the cache is newer.
+            accounts = [codec.account_from_row(r) for r in rows]
+            current = [self._accounts.get(a[0], a) for a in accounts]
+            return [codec.account_object(a) for a in current]
 
     def query_transfers(self, query_filter: tb.QueryFilter) -> list[tb.Transfer]:
         query = queries.QueryFilterQuery.from_filter(query_filter)

@@ -121,10 +121,10 @@ class BatchView:
 
     # -- mutations, each undoable inside a linked chain ---------------------------------
 
-    def update_account(self, account: list, new_values: list) -> None:
+    def touch(self, account: list) -> None:
+        """Call before changing `account` in place: it is saved for undo and marked dirty."""
         if self.undo is not None:
             self.undo.append(("account", account, account[:]))
-        account[:] = new_values
         self.dirty_accounts.add(account[AC_ID])
 
     def insert_account(self, account: list) -> None:
@@ -379,7 +379,9 @@ def create_transfer(view: BatchView, timestamp_event: int, t: tuple) -> tuple[in
     if cr[AC_FLAGS] & A_CLOSED:
         return TS.CREDIT_ACCOUNT_ALREADY_CLOSED, 0
 
-    amount = _balancing_amount(t[TR_AMOUNT], flags, dr, cr)
+    amount = t[TR_AMOUNT]
+    if flags & (T_BALANCING_DEBIT | T_BALANCING_CREDIT):
+        amount = _balancing_amount(amount, flags, dr, cr)
     status = _single_phase_balance_status(flags, amount, dr, cr, timestamp_actual, t[TR_TIMEOUT])
     if status is not None:
         return status, 0
@@ -388,23 +390,29 @@ def create_transfer(view: BatchView, timestamp_event: int, t: tuple) -> tuple[in
     transfer = (transfer_id, t[TR_DR], t[TR_CR], amount, t[TR_PENDING_ID], t[TR_UD128],
                 t[TR_UD64], t[TR_UD32], t[TR_TIMEOUT], t[TR_LEDGER], t[TR_CODE], flags,
                 timestamp_actual)
-    dr_new = dr[:]
-    cr_new = cr[:]
+    view.touch(dr)
+    view.touch(cr)
     if flags & T_PENDING:
-        dr_new[AC_DP] += amount
-        cr_new[AC_CP] += amount
+        dr[AC_DP] += amount
+        cr[AC_CP] += amount
         expires_at = timestamp_actual + t[TR_TIMEOUT] * NS_PER_S if t[TR_TIMEOUT] else 0
         view.set_pending_status(timestamp_actual, PENDING, expires_at)
+        pending_status = PENDING
     else:
-        dr_new[AC_DPO] += amount
-        cr_new[AC_CPO] += amount
+        dr[AC_DPO] += amount
+        cr[AC_CPO] += amount
+        pending_status = PENDING_NONE
     if flags & T_CLOSING_DEBIT:
-        dr_new[AC_FLAGS] |= A_CLOSED
+        dr[AC_FLAGS] |= A_CLOSED
     if flags & T_CLOSING_CREDIT:
-        cr_new[AC_FLAGS] |= A_CLOSED
-    _apply(view, dr, dr_new, cr, cr_new)
-    pending_status = PENDING if flags & T_PENDING else PENDING_NONE
-    event = AccountEvent(timestamp_actual, _balances(dr), _balances(cr), pending_status, transfer)
+        cr[AC_FLAGS] |= A_CLOSED
+    event = AccountEvent(
+        timestamp_actual,
+        (dr[AC_DP], dr[AC_DPO], dr[AC_CP], dr[AC_CPO], dr[AC_FLAGS]),
+        (cr[AC_DP], cr[AC_DPO], cr[AC_CP], cr[AC_CPO], cr[AC_FLAGS]),
+        pending_status,
+        transfer,
+    )
     view.insert_transfer(transfer, event)
     return TS.CREATED, timestamp_actual
 
@@ -479,13 +487,6 @@ def _single_phase_balance_status(
             and cr[AC_CP] + cr[AC_CPO] + amount > cr[AC_DPO]):
         return TS.EXCEEDS_DEBITS
     return None
-
-
-def _apply(view: BatchView, dr: list, dr_new: list, cr: list, cr_new: list) -> None:
-    if dr_new != dr:
-        view.update_account(dr, dr_new)
-    if cr_new != cr:
-        view.update_account(cr, cr_new)
 
 
 def _balances(account: list) -> tuple:
@@ -589,20 +590,19 @@ def _post_or_void_pending_transfer(
                 0, p[TR_LEDGER], p[TR_CODE], flags, timestamp_actual)
     new_status = VOIDED if void else POSTED
     view.set_pending_status(p[TR_TIMESTAMP], new_status, 0)
-    dr_new = dr[:]
-    cr_new = cr[:]
-    dr_new[AC_DP] -= p[TR_AMOUNT]
-    cr_new[AC_CP] -= p[TR_AMOUNT]
+    view.touch(dr)
+    view.touch(cr)
+    dr[AC_DP] -= p[TR_AMOUNT]
+    cr[AC_CP] -= p[TR_AMOUNT]
+    assert dr[AC_DP] >= 0 and cr[AC_CP] >= 0, "pending balance underflow"
     if void:
         if p[TR_FLAGS] & T_CLOSING_DEBIT:
-            dr_new[AC_FLAGS] &= ~A_CLOSED
+            dr[AC_FLAGS] &= ~A_CLOSED
         if p[TR_FLAGS] & T_CLOSING_CREDIT:
-            cr_new[AC_FLAGS] &= ~A_CLOSED
+            cr[AC_FLAGS] &= ~A_CLOSED
     else:
-        dr_new[AC_DPO] += amount
-        cr_new[AC_CPO] += amount
-    assert dr_new[AC_DP] >= 0 and cr_new[AC_CP] >= 0, "pending balance underflow"
-    _apply(view, dr, dr_new, cr, cr_new)
+        dr[AC_DPO] += amount
+        cr[AC_CPO] += amount
     event = AccountEvent(timestamp_actual, _balances(dr), _balances(cr), new_status, transfer)
     view.insert_transfer(transfer, event)
     return TS.CREATED, timestamp_actual
@@ -683,15 +683,14 @@ def expire_pending_transfers(view: BatchView, expiring: list[tuple], timestamp: 
         dr = view.accounts[p[TR_DR]]
         cr = view.accounts[p[TR_CR]]
         assert dr[AC_DP] >= p[TR_AMOUNT] and cr[AC_CP] >= p[TR_AMOUNT]
-        dr_new = dr[:]
-        cr_new = cr[:]
-        dr_new[AC_DP] -= p[TR_AMOUNT]
-        cr_new[AC_CP] -= p[TR_AMOUNT]
+        view.touch(dr)
+        view.touch(cr)
+        dr[AC_DP] -= p[TR_AMOUNT]
+        cr[AC_CP] -= p[TR_AMOUNT]
         if p[TR_FLAGS] & T_CLOSING_DEBIT:
-            dr_new[AC_FLAGS] &= ~A_CLOSED
+            dr[AC_FLAGS] &= ~A_CLOSED
         if p[TR_FLAGS] & T_CLOSING_CREDIT:
-            cr_new[AC_FLAGS] &= ~A_CLOSED
-        _apply(view, dr, dr_new, cr, cr_new)
+            cr[AC_FLAGS] &= ~A_CLOSED
         view.set_pending_status(p[TR_TIMESTAMP], EXPIRED, 0)
         view.events[timestamp_event] = AccountEvent(
             timestamp_event, _balances(dr), _balances(cr), EXPIRED, p
