@@ -104,6 +104,8 @@ class EmbeddedLedger:
     def create_accounts(self, accounts: list[tb.Account]) -> list[tb.CreateAccountResult]:
         validation.check_batch(accounts, "create_accounts")
         events = [validation.account_tuple(a) for a in accounts]
+        if not events:
+            return []
         with self._lock:
             self._check_open()
             self._expire_due()
@@ -120,6 +122,8 @@ class EmbeddedLedger:
     def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         validation.check_batch(transfers, "create_transfers")
         events = [validation.transfer_tuple(t) for t in transfers]
+        if not events:
+            return []
         with self._lock:
             self._check_open()
             self._expire_due()

@@ -121,6 +121,7 @@ class Store:
         self.indexer = Indexer(self.main_path, self.index_path)
         self.db.execute("ATTACH DATABASE ? AS idx", (self.index_path,))
         self.failed_count = self.db.execute("SELECT count(*) FROM failed_ids").fetchone()[0]
+        self.id_max = self._id_max()
         self.recover_account_balances()
 
     def _check_schema_version(self) -> None:
@@ -165,9 +166,20 @@ class Store:
             found.extend(codec.account_from_row(r) for r in self.db.execute(sql, part))
         return found
 
+    def _id_max(self) -> int:
+        """The largest transfer id stored or burnt: no id above it can be found."""
+        top = [
+            self.db.execute("SELECT max(id) FROM transfers").fetchone()[0],
+            self.db.execute("SELECT max(id) FROM failed_ids").fetchone()[0],
+        ]
+        return max((codec.from_u128(v) for v in top if v is not None), default=0)
+
     def load_transfers(self, ids: Sequence[int]) -> list[tuple]:
+        # Time-based ids (tigerbeetle.id(), as TigerBeetle recommends) are all above id_max
+        # when new, so the common batch skips the index probes entirely.
+        id_max = self.id_max
         found = []
-        for part in chunks([codec.u128(i) for i in ids]):
+        for part in chunks([codec.u128(i) for i in ids if i <= id_max]):
             sql = (f"SELECT {codec.TRANSFER_COLUMNS} FROM transfers "
                    f"WHERE id IN ({_placeholders(len(part))})")
             found.extend(codec.transfer_from_row(r) for r in self.db.execute(sql, part))
@@ -176,8 +188,9 @@ class Store:
     def load_failed_ids(self, ids: Sequence[int]) -> set[int]:
         if not self.failed_count:
             return set()
+        id_max = self.id_max
         found = set()
-        for part in chunks([codec.u128(i) for i in ids]):
+        for part in chunks([codec.u128(i) for i in ids if i <= id_max]):
             sql = f"SELECT id FROM failed_ids WHERE id IN ({_placeholders(len(part))})"
             found.update(codec.from_u128(r[0]) for r in self.db.execute(sql, part))
         return found
@@ -216,7 +229,9 @@ class Store:
         """
         db = self.db
         events = view.events
-        db.execute("BEGIN IMMEDIATE")
+        # Deferred, not IMMEDIATE: IMMEDIATE would also write-lock the attached index file
+        # and stall the indexer (and the indexer's would stall us), for nothing.
+        db.execute("BEGIN")
         try:
             if view.new_accounts:
                 db.executemany(
@@ -262,6 +277,8 @@ class Store:
             db.execute("ROLLBACK")
             raise
         self.failed_count += len(view.new_failed_ids)
+        self.id_max = max(self.id_max, max(view.new_transfers, default=0),
+                          max(view.new_failed_ids, default=0))
         if view.new_transfers:
             self.indexer.notify()
 
@@ -276,7 +293,7 @@ class Store:
         )
 
     def checkpoint_accounts(self, accounts: list[list], timestamp: int) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("BEGIN")
         try:
             self._write_checkpoint(accounts, timestamp)
             self.db.execute("COMMIT")
@@ -305,7 +322,7 @@ class Store:
             dr, cr = codec.event_from_blob(event)
             latest[dr_id] = dr
             latest[cr_id] = cr
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("BEGIN")
         self.db.executemany(
             "UPDATE accounts SET balances = ?, flags = ? WHERE id = ?",
             [(codec.event_balances_blob(b), b[4], account_id)
@@ -367,7 +384,7 @@ class Indexer:
     def catch_up(self) -> None:
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN")
             try:
                 watermark = self.watermark()
                 top = db.execute(
