@@ -9,6 +9,7 @@ field, as the official client does), `TypeError` for a value that is not an inte
 from __future__ import annotations
 
 import struct
+from operator import index
 from collections.abc import Sequence
 
 from tigerbeetle import IntegerOverflowError, TooMuchDataError
@@ -69,7 +70,7 @@ def transfer_tuple(t: object) -> tuple:
         values = (
             t.id, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id,
             t.user_data_128, t.user_data_64, t.user_data_32, t.timeout, t.ledger, t.code,
-            int(t.flags), t.timestamp,
+            index(t.flags), t.timestamp,
         )
         wide = values[0] | values[1] | values[2] | values[3] | values[4] | values[5]
         _SMALL_TRANSFER.pack(*values[6:])
@@ -85,7 +86,7 @@ def account_tuple(a: object) -> tuple:
     try:
         values = (
             a.id, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted,
-            a.user_data_128, a.user_data_64, a.user_data_32, a.ledger, a.code, int(a.flags),
+            a.user_data_128, a.user_data_64, a.user_data_32, a.ledger, a.code, index(a.flags),
             a.timestamp,
         )
         wide = values[0] | values[1] | values[2] | values[3] | values[4] | values[5]
