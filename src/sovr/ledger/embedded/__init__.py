@@ -19,26 +19,21 @@ from __future__ import annotations
 
 import threading
 import time
+
 import tigerbeetle as tb
 
 from sovr.ledger.embedded import codec, queries, validation
 from sovr.ledger.embedded.state_machine import (
-    A_IMPORTED,
-    A_LINKED,
     AC_FLAGS,
-    AC_TIMESTAMP,
+    ACCOUNTS,
     PENDING,
-    T_IMPORTED,
-    T_LINKED,
     T_PENDING,
     T_POST,
     T_VOID,
     TR_FLAGS,
     TR_TIMESTAMP,
-    TRANSIENT_TRANSFER_STATUSES,
+    TRANSFERS,
     BatchView,
-    create_account,
-    create_transfer,
     execute_create,
     expire_pending_transfers,
 )
@@ -111,10 +106,7 @@ class EmbeddedLedger:
             self._expire_due()
             view = self._view(account_ids={e[0] for e in events}, transfers={})
             timestamp = self._reserve_timestamps(len(events))
-            results = execute_create(
-                view, events, timestamp, create_account, AC_FLAGS, A_LINKED, A_IMPORTED,
-                AC_TIMESTAMP, tb.CreateAccountStatus, frozenset(),
-            )
+            results = execute_create(view, events, timestamp, ACCOUNTS)
             self._commit(view, timestamp)
         result = tb.CreateAccountResult
         return [result(ts, status) for ts, status in results]
@@ -129,10 +121,7 @@ class EmbeddedLedger:
             self._expire_due()
             view = self._transfers_view(events)
             timestamp = self._reserve_timestamps(len(events))
-            results = execute_create(
-                view, events, timestamp, create_transfer, TR_FLAGS, T_LINKED, T_IMPORTED,
-                TR_TIMESTAMP, tb.CreateTransferStatus, TRANSIENT_TRANSFER_STATUSES,
-            )
+            results = execute_create(view, events, timestamp, TRANSFERS)
             self._commit(view, timestamp)
         result = tb.CreateTransferResult
         return [result(ts, status) for ts, status in results]
@@ -180,7 +169,8 @@ class EmbeddedLedger:
         dirty = self._dirty_accounts
         dirty.update(view.dirty_accounts)
         checkpoint_due = (
-            len(dirty) >= CHECKPOINT_ACCOUNTS or self._batches_since_checkpoint >= CHECKPOINT_BATCHES
+            len(dirty) >= CHECKPOINT_ACCOUNTS
+            or self._batches_since_checkpoint >= CHECKPOINT_BATCHES
         )
         checkpoint = [self._accounts[i] for i in dirty] if checkpoint_due else []
         try:

@@ -103,7 +103,8 @@ class BatchView:
     new_accounts: dict[int, list] = field(default_factory=dict)
     new_transfers: dict[int, tuple] = field(default_factory=dict)
     dirty_accounts: set[int] = field(default_factory=set)
-    pending_updates: dict[int, tuple[int, int]] = field(default_factory=dict)  # ts -> (status, expires_at)
+    # Pending transfer timestamp -> (status, expires_at).
+    pending_updates: dict[int, tuple[int, int]] = field(default_factory=dict)
     new_failed_ids: list[int] = field(default_factory=list)
     events: dict[int, AccountEvent] = field(default_factory=dict)  # by event timestamp
     # Undo log of the open linked chain (None outside a chain): TigerBeetle's scope.
@@ -185,17 +186,21 @@ def _restore(mapping: dict, key: int, value: object) -> None:
 # -- execute_create ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CreateKind:
+    """What differs between create_accounts and create_transfers in `execute_create`."""
+
+    create_one: Callable[[BatchView, int, tuple], tuple[int, int]]
+    flags_index: int
+    linked_flag: int
+    imported_flag: int
+    timestamp_index: int
+    statuses: type
+    transient: frozenset
+
+
 def execute_create(
-    view: BatchView,
-    events: list[tuple],
-    timestamp: int,
-    create_one: Callable[[BatchView, int, tuple], tuple[int, int]],
-    flags_index: int,
-    linked_flag: int,
-    imported_flag: int,
-    timestamp_index: int,
-    statuses: type,
-    transient: frozenset,
+    view: BatchView, events: list[tuple], timestamp: int, kind: CreateKind
 ) -> list[tuple[int, int]]:
     """Run one batch of creates: linked chains, imported-batch rules, per-event timestamps.
 
@@ -206,25 +211,33 @@ def execute_create(
     results: list[tuple[int, int]] = []
     chain_start: int | None = None
     chain_broken = False
-    batch_imported = count > 0 and bool(events[0][flags_index] & imported_flag)
-    created = statuses.CREATED
+    flags_index, linked_flag, statuses = kind.flags_index, kind.linked_flag, kind.statuses
+    batch_imported = count > 0 and bool(events[0][flags_index] & kind.imported_flag)
+    special_flags = linked_flag | kind.imported_flag
+    created, exists = statuses.CREATED, statuses.EXISTS
+    create_one, timestamp_index = kind.create_one, kind.timestamp_index
     for index, event in enumerate(events):
         flags = event[flags_index]
         timestamp_event = timestamp - count + index + 1
-        if flags & linked_flag and chain_start is None:
-            chain_start = index
-            view.undo = []  # TigerBeetle's scope_open: the chain can be discarded.
-        status, timestamp_actual = _create_status(
-            view, event, index == count - 1, flags, timestamp, timestamp_event, chain_broken,
-            batch_imported, create_one, linked_flag, imported_flag, timestamp_index, statuses,
-        )
+        if flags & special_flags or batch_imported or chain_broken or event[timestamp_index]:
+            if flags & linked_flag and chain_start is None:
+                chain_start = index
+                view.undo = []  # TigerBeetle's scope_open: the chain can be discarded.
+            status, timestamp_actual = _create_status(
+                view, event, index == count - 1, timestamp, timestamp_event, chain_broken,
+                batch_imported, kind,
+            )
+        else:  # The common case: a plain event outside any chain.
+            status, timestamp_actual = create_one(view, timestamp_event, event)
+            if status != created and status != exists:
+                timestamp_actual = timestamp_event
         if status != created:
             if chain_start is not None and not chain_broken:
                 chain_broken = True
                 view.rollback_chain()  # TigerBeetle's scope_close(.discard).
                 for chain_index in range(chain_start, index):
                     results[chain_index] = (results[chain_index][0], statuses.LINKED_EVENT_FAILED)
-            if status in transient:
+            if status in kind.transient:
                 view.failed_ids.add(event[0])
                 view.new_failed_ids.append(event[0])
         results.append((timestamp_actual, status))
@@ -238,19 +251,21 @@ def execute_create(
 
 
 def _create_status(
-    view, event, is_last, flags, timestamp, timestamp_event, chain_broken, batch_imported,
-    create_one, linked_flag, imported_flag, timestamp_index, statuses,
+    view: BatchView, event: tuple, is_last: bool, timestamp: int, timestamp_event: int,
+    chain_broken: bool, batch_imported: bool, kind: CreateKind,
 ) -> tuple[int, int]:
-    if flags & linked_flag and is_last:
+    statuses = kind.statuses
+    flags = event[kind.flags_index]
+    if flags & kind.linked_flag and is_last:
         return statuses.LINKED_EVENT_CHAIN_OPEN, timestamp_event
     if chain_broken:
         return statuses.LINKED_EVENT_FAILED, timestamp_event
-    imported = bool(flags & imported_flag)
+    imported = bool(flags & kind.imported_flag)
     if batch_imported != imported:
         if imported:
             return statuses.IMPORTED_EVENT_NOT_EXPECTED, timestamp_event
         return statuses.IMPORTED_EVENT_EXPECTED, timestamp_event
-    event_timestamp = event[timestamp_index]
+    event_timestamp = event[kind.timestamp_index]
     if imported:
         if not 1 <= event_timestamp <= TIMESTAMP_MAX:
             return statuses.IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE, timestamp_event
@@ -258,7 +273,7 @@ def _create_status(
             return statuses.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE, timestamp_event
     elif event_timestamp != 0:
         return statuses.TIMESTAMP_MUST_BE_ZERO, timestamp_event
-    status, timestamp_actual = create_one(view, timestamp_event, event)
+    status, timestamp_actual = kind.create_one(view, timestamp_event, event)
     if status == statuses.CREATED or status == statuses.EXISTS:
         return status, timestamp_actual
     return status, timestamp_event
@@ -663,6 +678,15 @@ def _post_or_void_pending_transfer_exists(t: tuple, e: tuple, p: tuple) -> tuple
     if t[TR_CODE] and t[TR_CODE] != e[TR_CODE]:
         return TS.EXISTS_WITH_DIFFERENT_CODE, 0
     return TS.EXISTS, e[TR_TIMESTAMP]
+
+
+ACCOUNTS = CreateKind(
+    create_account, AC_FLAGS, A_LINKED, A_IMPORTED, AC_TIMESTAMP, AS, frozenset()
+)
+TRANSFERS = CreateKind(
+    create_transfer, TR_FLAGS, T_LINKED, T_IMPORTED, TR_TIMESTAMP, TS,
+    TRANSIENT_TRANSFER_STATUSES,
+)
 
 
 # -- execute_expire_pending_transfers ---------------------------------------------------

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from sovr.ledger.embedded import codec
-from sovr.ledger.embedded.state_machine import PENDING, BatchView
+from sovr.ledger.embedded.state_machine import BatchView
 from sovr.ledger.types import LedgerLockedError
 
 CACHE_KIB = 64 * 1024
@@ -80,7 +80,7 @@ INDEX_SOURCES = {
     "transfer_code": ("code",),
 }
 
-INDEX_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);\n" + "".join(
+INDEX_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);\n" + "".join(
     f"CREATE TABLE IF NOT EXISTS {name} (value NOT NULL, timestamp INTEGER NOT NULL, "
     f"PRIMARY KEY (value, timestamp)) WITHOUT ROWID;\n"
     for name in INDEX_SOURCES

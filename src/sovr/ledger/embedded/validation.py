@@ -9,8 +9,8 @@ field, as the official client does), `TypeError` for a value that is not an inte
 from __future__ import annotations
 
 import struct
-from operator import index
 from collections.abc import Sequence
+from operator import index
 
 from tigerbeetle import IntegerOverflowError, TooMuchDataError
 
