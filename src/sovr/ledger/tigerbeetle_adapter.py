@@ -10,7 +10,7 @@ pass a URL to `sovr.ledger.connect`::
     sovr.ledger.connect("tigerbeetle://0@10.0.0.1:3000,10.0.0.2:3000,10.0.0.3:3000")
 
 The addresses are those the replicas were started with, in the same order, separated by commas;
-each is `IPv4:PORT`, `[IPv6]:PORT`, a bare port (on 127.0.0.1) or a bare IP (on port 3000).
+each is `IPv4:PORT`, `[IPv6]:PORT`, a bare port (on 127.0.0.1) or a bare IP (on port 3001).
 The client does no name resolution: host names such as `localhost:3000` are rejected.
 
 What the adapter adds to `tigerbeetle.ClientSync`
@@ -23,7 +23,8 @@ It overrides only how a request is awaited, and adds the change feed:
   is down, not yet started, or behind a wrong address hangs the caller for ever. Here every
   request waits at most `timeout_seconds`, then raises `LedgerUnavailableError` naming the
   addresses. The request is *not* cancelled (the C client has no cancellation): it stays queued
-  and will execute if the cluster becomes reachable while this client is open, so a caller
+  and executes if the cluster becomes reachable while this client is open (one already sent
+  may execute even after `close()`), so a caller
   that retries must reuse the same ids (TigerBeetle's idempotency turns a repeat into
   `exists`) -- which is how TigerBeetle asks every client to retry anyway.
 
@@ -37,13 +38,15 @@ Why `get_change_events` and not TigerBeetle's AMQP CDC job
 TigerBeetle ships change data capture as `tigerbeetle amqp`, a job that publishes every change
 event to a RabbitMQ (AMQP 0.9.1) exchange. That job is itself only a loop around this very
 operation: it calls `get_change_events(timestamp_min = last published timestamp + 1)`, publishes
-the batch, and records its progress in the broker. sovr calls the operation directly because:
+the batch, and records its progress in a RabbitMQ queue (`tigerbeetle.internal.progress`).
+sovr calls the operation directly because:
 
 * it is a pull: sovr reads the feed when it is ready for it, in batches of up to
   `CHANGE_EVENTS_LIMIT_MAX`, with back-pressure for free;
 * it is resumable by a plain timestamp cursor -- the next call's `timestamp_min` is the last
-  event's `timestamp + 1` -- which sovr stores next to its own state, so a restart neither
-  loses nor repeats events, and any number of readers can follow the feed independently;
+  event's `timestamp + 1` -- which a consumer can store atomically with its own state, so a
+  restart neither loses nor repeats events, and any number of readers can follow the feed
+  independently;
 * it needs no RabbitMQ (nothing to deploy, secure or monitor beside the cluster), and it reads
   the same events, in the same order, from the same source as the AMQP job would publish;
 * it behaves the same on the embedded engine, which has no AMQP job to run.
