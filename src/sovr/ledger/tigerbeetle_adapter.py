@@ -85,6 +85,7 @@ from tigerbeetle.client import (
 )
 from tigerbeetle.lib import c_uint128, validate_uint
 
+from sovr.ledger import validation
 from sovr.ledger.types import (
     CHANGE_EVENTS_LIMIT_MAX,
     U128_MAX,
@@ -287,6 +288,15 @@ class TigerBeetleLedger(tb.ClientSync):
                 f"TigerBeetle client for cluster {cluster_id} at {addresses!r} "
                 f"failed to start: {status_name}"
             ) from error
+
+    # The official client range-checks everything but lookup ids, which it silently wraps
+    # (-1 becomes 2**128 - 1). sovr refuses them as it refuses any other out-of-range
+    # integer, on both backends alike.
+    def lookup_accounts(self, accounts: list[int]) -> list[tb.Account]:
+        return super().lookup_accounts(validation.ids_list(accounts, "lookup_accounts"))
+
+    def lookup_transfers(self, transfers: list[int]) -> list[tb.Transfer]:
+        return super().lookup_transfers(validation.ids_list(transfers, "lookup_transfers"))
 
     # Called on the C client's thread for every completed packet.
     def _on_completion(self, inflight_packet: InflightPacket) -> None:

@@ -22,7 +22,8 @@ import time
 
 import tigerbeetle as tb
 
-from sovr.ledger.embedded import codec, queries, validation
+from sovr.ledger import validation
+from sovr.ledger.embedded import codec, queries
 from sovr.ledger.embedded.state_machine import (
     AC_FLAGS,
     ACCOUNTS,

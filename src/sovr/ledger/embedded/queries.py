@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import tigerbeetle as tb
 
-from sovr.ledger.embedded import codec, validation
+from sovr.ledger import validation
+from sovr.ledger.embedded import codec
 from sovr.ledger.embedded.state_machine import (
     AC_CODE,
     AC_TIMESTAMP,
