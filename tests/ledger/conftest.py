@@ -21,16 +21,27 @@ import sovr.ledger
 U128_MAX = (1 << 128) - 1
 
 
+@pytest.fixture(scope="session")
+def tigerbeetle_ledger(request: pytest.FixtureRequest) -> Iterator[sovr.ledger.Ledger]:
+    """One client for the whole session: a new client's first request takes ~0.6 s
+    (session registration), which would dominate the suite's run time."""
+    try:
+        url = request.getfixturevalue("tigerbeetle_url")
+    except pytest.FixtureLookupError:
+        pytest.skip("no tigerbeetle_url fixture (tests/conftest.py)")
+    backend = sovr.ledger.connect(url)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
 @pytest.fixture(params=["embedded", "tigerbeetle"])
 def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[sovr.ledger.Ledger]:
-    if request.param == "embedded":
-        backend = sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
-    else:
-        try:
-            url = request.getfixturevalue("tigerbeetle_url")
-        except pytest.FixtureLookupError:
-            pytest.skip("no tigerbeetle_url fixture (tests/conftest.py)")
-        backend = sovr.ledger.connect(url)
+    if request.param == "tigerbeetle":
+        yield request.getfixturevalue("tigerbeetle_ledger")
+        return
+    backend = sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
     try:
         yield backend
     finally:
@@ -61,6 +72,9 @@ class Book:
             other = random.randint(1, (1 << 32) - 1)
             if other != self.ledger_id:
                 return other
+
+    def other_code(self) -> int:
+        return self.code % 0xFFFF + 1
 
     def account(self, flags: int = tb.AccountFlags.NONE, **fields: int) -> tb.Account:
         fields.setdefault("id", tb.id())
@@ -183,7 +197,6 @@ class Book:
                 return events
             cursor = page[-1].timestamp + 1
 
-
     @staticmethod
     def account_filter(account_id: int, **fields: int) -> tb.AccountFilter:
         """An AccountFilter over debits and credits, limit 100, unless given."""
@@ -195,9 +208,7 @@ class Book:
         fields.setdefault("timestamp_max", 0)
         fields.setdefault("limit", 100)
         flags = fields.pop("flags", tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS)
-        return tb.AccountFilter(
-            account_id=account_id, flags=tb.AccountFilterFlags(flags), **fields
-        )
+        return tb.AccountFilter(account_id=account_id, flags=tb.AccountFilterFlags(flags), **fields)
 
     def query_filter(self, **fields: int) -> tb.QueryFilter:
         """A QueryFilter on this test's ledger, limit 100, unless given."""

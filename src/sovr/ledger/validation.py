@@ -98,6 +98,15 @@ def account_tuple(a: object) -> tuple:
     return values
 
 
+def check_flags(events: object, what: str) -> None:
+    """Each event's `flags` is a u16 (the official client would truncate it silently)."""
+    check_batch(events, what)
+    for event in events:
+        flags = event.flags
+        if not (isinstance(flags, int) and 0 <= flags <= 0xFFFF):
+            check_uint("flags", 16, flags)
+
+
 def ids_list(ids: object, what: str) -> list[int]:
     check_batch(ids, what)
     for value in ids:
