@@ -1627,6 +1627,9 @@ def test_lookups(book):
         ("user_data_64", 1.0, TypeError),
         ("ledger", "1", TypeError),
         ("flags", 1.0, TypeError),
+        # The bare official client truncates flags to 16 bits; sovr refuses on both backends.
+        ("flags", 1 << 16, tb.IntegerOverflowError),
+        ("flags", -1, tb.IntegerOverflowError),
     ],
 )
 def test_account_input_errors(book, field, value, error):
@@ -1657,6 +1660,8 @@ def test_account_input_errors(book, field, value, error):
         ("amount", "10", TypeError),
         ("timeout", 1.5, TypeError),
         ("debit_account_id", None, TypeError),
+        ("flags", 1 << 16, tb.IntegerOverflowError),
+        ("flags", -1, tb.IntegerOverflowError),
     ],
 )
 def test_transfer_input_errors(book, field, value, error):
