@@ -17,8 +17,10 @@ directory gets `LedgerLockedError`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import tigerbeetle as tb
 
@@ -79,11 +81,19 @@ class EmbeddedLedger:
                     self._store.checkpoint_accounts(dirty, self._timestamp_last)
                 self._store.close()
 
-    def _reload(self) -> None:
-        """Forget in-memory state after a failed commit; disk is the truth."""
-        self._accounts.clear()
-        self._dirty_accounts.clear()
-        self._store.recover_account_balances()
+    @contextlib.contextmanager
+    def _reload_on_error(self) -> Iterator[None]:
+        """Executing a batch changes cached accounts in place, before its commit. If anything
+        fails (a broken invariant, a full disk), forget all in-memory state and reload it from
+        disk (the last checkpoint, replayed), which holds exactly the committed batches."""
+        try:
+            yield
+        except BaseException:
+            self._accounts.clear()
+            self._dirty_accounts.clear()
+            self._batches_since_checkpoint = 0
+            self._store.recover_account_balances()
+            raise
 
     def __enter__(self) -> EmbeddedLedger:
         return self
@@ -107,8 +117,9 @@ class EmbeddedLedger:
             self._expire_due()
             view = self._view(account_ids={e[0] for e in events}, transfers={})
             timestamp = self._reserve_timestamps(len(events))
-            results = execute_create(view, events, timestamp, ACCOUNTS)
-            self._commit(view, timestamp)
+            with self._reload_on_error():
+                results = execute_create(view, events, timestamp, ACCOUNTS)
+                self._commit(view, timestamp)
         result = tb.CreateAccountResult
         return [result(ts, status) for ts, status in results]
 
@@ -122,8 +133,9 @@ class EmbeddedLedger:
             self._expire_due()
             view = self._transfers_view(events)
             timestamp = self._reserve_timestamps(len(events))
-            results = execute_create(view, events, timestamp, TRANSFERS)
-            self._commit(view, timestamp)
+            with self._reload_on_error():
+                results = execute_create(view, events, timestamp, TRANSFERS)
+                self._commit(view, timestamp)
         result = tb.CreateTransferResult
         return [result(ts, status) for ts, status in results]
 
@@ -174,13 +186,7 @@ class EmbeddedLedger:
             or self._batches_since_checkpoint >= CHECKPOINT_BATCHES
         )
         checkpoint = [self._accounts[i] for i in dirty] if checkpoint_due else []
-        try:
-            self._store.commit(view, timestamp, checkpoint)
-        except BaseException:
-            # The account cache was updated in place: it may now hold uncommitted balances.
-            # Reload everything from disk (checkpoint + replay) before the next call.
-            self._reload()
-            raise
+        self._store.commit(view, timestamp, checkpoint)
         if checkpoint_due:
             dirty.clear()
             self._batches_since_checkpoint = 0
@@ -201,8 +207,9 @@ class EmbeddedLedger:
             account_ids = {p[1] for p in expiring} | {p[2] for p in expiring}
             view = self._view(account_ids, {})
             view.pending_status = {p[TR_TIMESTAMP]: PENDING for p in expiring}
-            expire_pending_transfers(view, expiring, timestamp)
-            self._commit(view, timestamp)
+            with self._reload_on_error():
+                expire_pending_transfers(view, expiring, timestamp)
+                self._commit(view, timestamp)
 
     # -- lookups ------------------------------------------------------------------------
 

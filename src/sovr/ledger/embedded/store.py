@@ -31,7 +31,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from sovr.ledger.embedded import codec
-from sovr.ledger.embedded.state_machine import BatchView
+from sovr.ledger.embedded.state_machine import EXPIRED, BatchView
 from sovr.ledger.types import LedgerLockedError
 
 CACHE_KIB = 64 * 1024
@@ -116,13 +116,18 @@ class Store:
         self.main_path = os.path.join(directory, "ledger.sqlite3")
         self.index_path = os.path.join(directory, "index.sqlite3")
         self.db = _connect(self.main_path, "FULL")
-        self.db.executescript(MAIN_SCHEMA)
-        self._check_schema_version()
-        self.indexer = Indexer(self.main_path, self.index_path)
-        self.db.execute("ATTACH DATABASE ? AS idx", (self.index_path,))
-        self.failed_count = self.db.execute("SELECT count(*) FROM failed_ids").fetchone()[0]
-        self.id_max = self._id_max()
-        self.recover_account_balances()
+        try:
+            self.db.executescript(MAIN_SCHEMA)
+            self._check_schema_version()
+            self.failed_count = self.db.execute("SELECT count(*) FROM failed_ids").fetchone()[0]
+            self.id_max = self._id_max()
+            self.recover_account_balances()
+            self.indexer = Indexer(self.main_path, self.index_path)
+            self.db.execute("ATTACH DATABASE ? AS idx", (self.index_path,))
+        except BaseException:
+            self.db.close()
+            self._lock_file.close()
+            raise
 
     def _check_schema_version(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -251,7 +256,7 @@ class Store:
                         for t in view.new_transfers.values()
                     ],
                 )
-            expiries = [e for e in events.values() if e.pending_status == 4]
+            expiries = [e for e in events.values() if e.pending_status == EXPIRED]
             if expiries:
                 db.executemany(
                     "INSERT INTO expiries (timestamp, pending_id, event) VALUES (?,?,?)",
@@ -314,14 +319,16 @@ class Store:
             "FROM expiries e JOIN transfers t ON t.id = e.pending_id WHERE e.timestamp > ?1 "
             "ORDER BY 1",
             (checkpoint,),
-        ).fetchall()
-        if not changes:
-            return
-        latest: dict[bytes, tuple] = {}
-        for _, dr_id, cr_id, event in changes:
+        )
+        latest: dict[int | bytes, tuple] = {}  # Bounded: at most the accounts touched.
+        last_timestamp = 0
+        for timestamp, dr_id, cr_id, event in changes:
+            last_timestamp = timestamp
             dr, cr = codec.event_from_blob(event)
             latest[dr_id] = dr
             latest[cr_id] = cr
+        if not latest:
+            return
         self.db.execute("BEGIN")
         self.db.executemany(
             "UPDATE accounts SET balances = ?, flags = ? WHERE id = ?",
@@ -330,7 +337,7 @@ class Store:
         )
         self.db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('accounts_checkpoint', ?)",
-            (changes[-1][0],),
+            (last_timestamp,),
         )
         self.db.execute("COMMIT")
 

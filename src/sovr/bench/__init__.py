@@ -1,0 +1,1 @@
+"""Benchmarks behind `sovr bench …`: measurement functions that return plain results."""

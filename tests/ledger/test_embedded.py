@@ -1,0 +1,144 @@
+"""Behaviour of the embedded engine that TigerBeetle has no equivalent of: its directory,
+its recovery paths and its derived index."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+import tigerbeetle as tb
+
+import sovr.ledger
+
+BOTH = tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS
+
+
+def account_filter(account_id: int, limit: int = 100) -> tb.AccountFilter:
+    return tb.AccountFilter(
+        account_id=account_id, user_data_128=0, user_data_64=0, user_data_32=0, code=0,
+        timestamp_min=0, timestamp_max=0, limit=limit, flags=BOTH,
+    )
+
+
+def open_accounts(ledger: sovr.ledger.Ledger, count: int, flags: int = 0) -> list[int]:
+    ids = [tb.id() for _ in range(count)]
+    results = ledger.create_accounts(
+        [tb.Account(id=i, ledger=1, code=1, flags=flags) for i in ids]
+    )
+    assert all(r.status == tb.CreateAccountStatus.CREATED for r in results)
+    return ids
+
+
+def pay(ledger: sovr.ledger.Ledger, debit: int, credit: int, amount: int, **fields) -> int:
+    transfer_id = tb.id()
+    [result] = ledger.create_transfers(
+        [tb.Transfer(id=transfer_id, debit_account_id=debit, credit_account_id=credit,
+                     amount=amount, ledger=1, code=1, **fields)]
+    )
+    assert result.status == tb.CreateTransferStatus.CREATED, result
+    return transfer_id
+
+
+def balances(ledger: sovr.ledger.Ledger, ids: list[int]) -> list[tuple[int, int, int, int]]:
+    return [
+        (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted)
+        for a in ledger.lookup_accounts(ids)
+    ]
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    return "embedded://" + str(tmp_path / "ledger")
+
+
+def test_reopen_keeps_balances_without_a_clean_close(url, monkeypatch):
+    """Balances between account checkpoints are rebuilt from the events on open."""
+    ledger = sovr.ledger.connect(url)
+    a, b = open_accounts(ledger, 2)
+    for amount in range(1, 11):
+        pay(ledger, a, b, amount)
+    pay(ledger, a, b, 7, flags=tb.TransferFlags.PENDING)
+    expected = balances(ledger, [a, b])
+    # Drop the process state without the checkpoint that close() would write.
+    monkeypatch.setattr(ledger, "_dirty_accounts", set())
+    ledger.close()
+    with sovr.ledger.connect(url) as reopened:
+        assert balances(reopened, [a, b]) == expected == [(7, 55, 0, 0), (0, 0, 7, 55)]
+
+
+def test_a_failed_commit_changes_nothing(url, monkeypatch):
+    with sovr.ledger.connect(url) as ledger:
+        a, b = open_accounts(ledger, 2)
+        pay(ledger, a, b, 5)
+        before = balances(ledger, [a, b])
+
+        def disk_full(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(ledger._store, "commit", disk_full)
+        with pytest.raises(OSError, match="disk full"):
+            pay(ledger, a, b, 100)
+        monkeypatch.undo()
+        assert balances(ledger, [a, b]) == before
+        assert len(ledger.get_account_transfers(account_filter(a))) == 1
+        pay(ledger, a, b, 1)
+        assert balances(ledger, [a, b]) == [(0, 6, 0, 0), (0, 0, 0, 6)]
+
+
+def test_one_process_per_directory(url):
+    locked = pytest.raises(sovr.ledger.LedgerLockedError, match="held by another process")
+    with sovr.ledger.connect(url), locked:
+        sovr.ledger.connect(url)
+    sovr.ledger.connect(url).close()  # Released on close.
+
+
+def test_lost_index_is_rebuilt(url, tmp_path):
+    with sovr.ledger.connect(url) as ledger:
+        a, b, c = open_accounts(ledger, 3, flags=tb.AccountFlags.HISTORY)
+        ids = [pay(ledger, a, b, 1), pay(ledger, b, c, 2), pay(ledger, c, a, 3)]
+        before = ledger.get_account_transfers(account_filter(a))
+    for name in os.listdir(tmp_path / "ledger"):
+        if name.startswith("index.sqlite3"):
+            os.remove(tmp_path / "ledger" / name)
+    with sovr.ledger.connect(url) as ledger:
+        after = ledger.get_account_transfers(account_filter(a))
+        assert after == before
+        assert [t.id for t in after] == [ids[0], ids[2]]
+        assert [x.credits_posted for x in ledger.get_account_balances(account_filter(a))] == [
+            0, 3,
+        ]
+
+
+def test_queries_see_every_acknowledged_write(url):
+    """The derived index is brought up to date before a query reads it."""
+    with sovr.ledger.connect(url) as ledger:
+        a, b = open_accounts(ledger, 2)
+        for n in range(1, 50):
+            pay(ledger, a, b, 1)
+            assert len(ledger.get_account_transfers(account_filter(b))) == n
+
+
+def test_state_survives_many_checkpoints(url, monkeypatch):
+    monkeypatch.setattr("sovr.ledger.embedded.CHECKPOINT_BATCHES", 3)
+    with sovr.ledger.connect(url) as ledger:
+        accounts = open_accounts(ledger, 4)
+        for n in range(20):
+            pay(ledger, accounts[n % 4], accounts[(n + 1) % 4], n + 1)
+        expected = balances(ledger, accounts)
+    with sovr.ledger.connect(url) as ledger:
+        assert balances(ledger, accounts) == expected
+        assert sum(b[1] for b in expected) == sum(range(1, 21))
+
+
+def test_schema_version_is_checked(url, tmp_path):
+    sovr.ledger.connect(url).close()
+    db = sqlite3.connect(tmp_path / "ledger" / "ledger.sqlite3")
+    db.execute("UPDATE meta SET value = 999 WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match="schema version 999"):
+        sovr.ledger.connect(url)
+    with pytest.raises(RuntimeError, match="schema version 999"):  # and the lock was released
+        sovr.ledger.connect(url)
+
