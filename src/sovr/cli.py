@@ -164,13 +164,15 @@ def bench_ledger(
                 Progress(*columns, console=console, transient=False) as progress,
             ):
                 tasks: dict[int, int] = {}
-                accounts_task = progress.add_task(f"{accounts:,} accounts", total=None)
+                current = [progress.add_task(f"{accounts:,} accounts", total=None)]
 
                 def on_start(size: int, cap: int | None) -> None:
-                    progress.update(accounts_task, total=1, completed=1)
-                    for task in [accounts_task, *tasks.values()]:
-                        progress.stop_task(task)  # Its clock stops with it.
-                    tasks[size] = progress.add_task(f"batch size {size:,}", total=cap)
+                    if not tasks:
+                        progress.update(current[0], total=1, completed=1)
+                    progress.stop_task(current[0])  # Freezes its clock (call once only).
+                    tasks[size] = current[0] = progress.add_task(
+                        f"batch size {size:,}", total=cap
+                    )
 
                 def on_batch(size: int, n: int) -> None:
                     progress.advance(tasks[size], n)
@@ -179,8 +181,7 @@ def bench_ledger(
                     ledger, accounts=accounts, batch_sizes=sizes, transfers=transfers,
                     seconds=seconds, on_start=on_start, on_batch=on_batch,
                 )
-                for task in tasks.values():
-                    progress.stop_task(task)
+                progress.stop_task(current[0])
     except ledger_bench.BenchError as error:
         err_console.print(f"[bold red]benchmark failed:[/bold red] {error}")
         raise typer.Exit(1) from None
