@@ -65,8 +65,6 @@ class EmbeddedLedger:
         self._dirty_accounts: set[int] = set()  # Changed since the last account checkpoint.
         self._batches_since_checkpoint = 0
         self._timestamp_last = self._store.timestamp_last()
-        self._transfer_timestamp_max = self._store.transfer_timestamp_max()
-        self._account_timestamp_max = self._store.account_timestamp_max()
         self._next_expiry = self._store.next_expiry()
         self._closed = False
 
@@ -76,9 +74,9 @@ class EmbeddedLedger:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                if self._dirty_accounts and self._timestamp_last:
+                if self._dirty_accounts:
                     dirty = [self._accounts[i] for i in self._dirty_accounts]
-                    self._store.checkpoint_accounts(dirty, self._timestamp_last)
+                    self._store.checkpoint_accounts(dirty)
                 self._store.close()
 
     @contextlib.contextmanager
@@ -168,8 +166,8 @@ class EmbeddedLedger:
             transfers=transfers,
             failed_ids=set(),
             pending_status={},
-            transfer_timestamp_max=self._transfer_timestamp_max,
-            account_timestamp_max=self._account_timestamp_max,
+            transfer_timestamp_max=self._store.transfer_timestamp_max,
+            account_timestamp_max=self._store.account_timestamp_max,
             transfer_exists_at=self._store.transfer_exists_at,
             account_exists_at=self._store.account_exists_at,
         )
@@ -194,8 +192,6 @@ class EmbeddedLedger:
             self._batches_since_checkpoint += 1
         assert timestamp > self._timestamp_last, "clock went backwards"
         self._timestamp_last = timestamp
-        self._transfer_timestamp_max = view.transfer_timestamp_max
-        self._account_timestamp_max = view.account_timestamp_max
         if view.pending_updates:
             self._next_expiry = self._store.next_expiry()
 

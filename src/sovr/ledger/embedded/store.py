@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     credit_account_id BLOB NOT NULL, amount BLOB NOT NULL, pending_id BLOB NOT NULL,
     user_data_128 BLOB NOT NULL, user_data_64 INTEGER NOT NULL, user_data_32 INTEGER NOT NULL,
     timeout INTEGER NOT NULL, ledger INTEGER NOT NULL, code INTEGER NOT NULL,
-    flags INTEGER NOT NULL, event BLOB NOT NULL);
+    flags INTEGER NOT NULL, event BLOB NOT NULL, batch INTEGER NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS transfers_id ON transfers (id);
 CREATE TABLE IF NOT EXISTS pending (
     timestamp INTEGER PRIMARY KEY, status INTEGER NOT NULL, expires_at INTEGER NOT NULL);
@@ -66,7 +66,8 @@ CREATE INDEX IF NOT EXISTS pending_expires_at ON pending (expires_at, timestamp)
     WHERE status = 1 AND expires_at > 0;
 CREATE TABLE IF NOT EXISTS failed_ids (id BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS expiries (
-    timestamp INTEGER PRIMARY KEY, pending_id BLOB NOT NULL, event BLOB NOT NULL);
+    timestamp INTEGER PRIMARY KEY, pending_id BLOB NOT NULL, event BLOB NOT NULL,
+    batch INTEGER NOT NULL);
 """
 
 # Each index maps (value, timestamp) for the transfers where the value is non-zero.
@@ -121,6 +122,13 @@ class Store:
             self._check_schema_version()
             self.failed_count = self.db.execute("SELECT count(*) FROM failed_ids").fetchone()[0]
             self.id_max = self._id_max()
+            self.transfer_timestamp_max = self._max("SELECT max(timestamp) FROM transfers")
+            self.expiry_timestamp_max = self._max("SELECT max(timestamp) FROM expiries")
+            self.account_timestamp_max = self._max("SELECT max(timestamp) FROM accounts")
+            self.commit_sequence = max(
+                self._max("SELECT batch FROM transfers ORDER BY timestamp DESC LIMIT 1"),
+                self._max("SELECT batch FROM expiries ORDER BY timestamp DESC LIMIT 1"),
+            )
             self.recover_account_balances()
             self.indexer = Indexer(self.main_path, self.index_path)
             self.db.execute("ATTACH DATABASE ? AS idx", (self.index_path,))
@@ -149,12 +157,6 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'timestamp_last'").fetchone()
         return row[0] if row else 0
 
-    def transfer_timestamp_max(self) -> int:
-        return self.db.execute("SELECT coalesce(max(timestamp), 0) FROM transfers").fetchone()[0]
-
-    def account_timestamp_max(self) -> int:
-        return self.db.execute("SELECT coalesce(max(timestamp), 0) FROM accounts").fetchone()[0]
-
     def transfer_exists_at(self, timestamp: int) -> bool:
         sql = "SELECT 1 FROM transfers WHERE timestamp = ?"
         return self.db.execute(sql, (timestamp,)).fetchone() is not None
@@ -170,6 +172,10 @@ class Store:
                    f"WHERE id IN ({_placeholders(len(part))})")
             found.extend(codec.account_from_row(r) for r in self.db.execute(sql, part))
         return found
+
+    def _max(self, sql: str) -> int:
+        row = self.db.execute(sql).fetchone()
+        return row[0] if row and row[0] is not None else 0
 
     def _id_max(self) -> int:
         """The largest transfer id stored or burnt: no id above it can be found."""
@@ -234,6 +240,10 @@ class Store:
         """
         db = self.db
         events = view.events
+        batch = self.commit_sequence + 1
+        expiries = [e for e in events.values() if e.pending_status == EXPIRED]
+        transfer_timestamp_max = max(self.transfer_timestamp_max, view.transfer_timestamp_max)
+        expiry_timestamp_max = max([self.expiry_timestamp_max, *(e.timestamp for e in expiries)])
         # Deferred, not IMMEDIATE: IMMEDIATE would also write-lock the attached index file
         # and stall the indexer (and the indexer's would stall us), for nothing.
         db.execute("BEGIN")
@@ -245,22 +255,21 @@ class Store:
                     [codec.account_row(a) for a in view.new_accounts.values()],
                 )
             if checkpoint:
-                self._write_checkpoint(checkpoint, timestamp_last)
+                self._write_checkpoint(checkpoint, transfer_timestamp_max, expiry_timestamp_max)
             if view.new_transfers:
                 db.executemany(
                     "INSERT INTO transfers (timestamp, id, debit_account_id, credit_account_id,"
                     " amount, pending_id, user_data_128, user_data_64, user_data_32, timeout,"
-                    " ledger, code, flags, event) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f" ledger, code, flags, event, batch) VALUES ({_placeholders(14)}, {batch})",
                     [
                         codec.transfer_row(t, codec.event_blob(events[t[12]]))
                         for t in view.new_transfers.values()
                     ],
                 )
-            expiries = [e for e in events.values() if e.pending_status == EXPIRED]
             if expiries:
                 db.executemany(
-                    "INSERT INTO expiries (timestamp, pending_id, event) VALUES (?,?,?)",
-                    [(e.timestamp, codec.u128(e.transfer[0]), codec.event_blob(e))
+                    "INSERT INTO expiries (timestamp, pending_id, event, batch) VALUES (?,?,?,?)",
+                    [(e.timestamp, codec.u128(e.transfer[0]), codec.event_blob(e), batch)
                      for e in expiries],
                 )
             if view.pending_updates:
@@ -281,65 +290,87 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self.commit_sequence = batch
+        self.transfer_timestamp_max = transfer_timestamp_max
+        self.expiry_timestamp_max = expiry_timestamp_max
+        self.account_timestamp_max = max(self.account_timestamp_max, view.account_timestamp_max)
         self.failed_count += len(view.new_failed_ids)
         self.id_max = max(self.id_max, max(view.new_transfers, default=0),
                           max(view.new_failed_ids, default=0))
         if view.new_transfers:
             self.indexer.notify()
 
-    def _write_checkpoint(self, accounts: list[list], timestamp: int) -> None:
+    def _write_checkpoint(
+        self, accounts: list[list], transfer_timestamp_max: int, expiry_timestamp_max: int
+    ) -> None:
+        """Write account balances as of the transfers and expiries up to these timestamps.
+
+        Transfer timestamps grow in commit order (an imported transfer must postdate every
+        transfer), and so do expiry timestamps (they come from the clock), so "after the
+        checkpoint" is two timestamp ranges. Between the two streams, timestamps are not in
+        commit order (an import may be dated before an earlier expiry): replay orders by the
+        commit sequence number, `batch`.
+        """
         self.db.executemany(
             "UPDATE accounts SET balances = ?, flags = ? WHERE timestamp = ?",
             [(codec.balances_blob(a), a[10], a[11]) for a in accounts],
         )
-        self.db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('accounts_checkpoint', ?)",
-            (timestamp,),
+        self.db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [("checkpoint_transfers", transfer_timestamp_max),
+             ("checkpoint_expiries", expiry_timestamp_max)],
         )
 
-    def checkpoint_accounts(self, accounts: list[list], timestamp: int) -> None:
+    def checkpoint_accounts(self, accounts: list[list]) -> None:
         self.db.execute("BEGIN")
         try:
-            self._write_checkpoint(accounts, timestamp)
+            self._write_checkpoint(
+                accounts, self.transfer_timestamp_max, self.expiry_timestamp_max
+            )
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
 
     def recover_account_balances(self) -> None:
-        """Replay the balance changes after the last account checkpoint (after a crash)."""
-        row = self.db.execute(
-            "SELECT value FROM meta WHERE key = 'accounts_checkpoint'"
-        ).fetchone()
-        checkpoint = row[0] if row else 0
+        """Replay the balance changes after the last account checkpoint, in commit order."""
+        checkpoint = dict(
+            self.db.execute(
+                "SELECT key, value FROM meta "
+                "WHERE key IN ('checkpoint_transfers', 'checkpoint_expiries')"
+            ).fetchall()
+        )
         changes = self.db.execute(
-            "SELECT timestamp, debit_account_id, credit_account_id, event FROM transfers "
-            "WHERE timestamp > ?1 UNION ALL "
-            "SELECT e.timestamp, t.debit_account_id, t.credit_account_id, e.event "
-            "FROM expiries e JOIN transfers t ON t.id = e.pending_id WHERE e.timestamp > ?1 "
-            "ORDER BY 1",
-            (checkpoint,),
+            "SELECT batch, timestamp, debit_account_id, credit_account_id, event "
+            "FROM transfers WHERE timestamp > ?1 UNION ALL "
+            "SELECT e.batch, e.timestamp, t.debit_account_id, t.credit_account_id, e.event "
+            "FROM expiries e JOIN transfers t ON t.id = e.pending_id WHERE e.timestamp > ?2 "
+            "ORDER BY 1, 2",
+            (checkpoint.get("checkpoint_transfers", 0), checkpoint.get("checkpoint_expiries", 0)),
         )
         latest: dict[int | bytes, tuple] = {}  # Bounded: at most the accounts touched.
-        last_timestamp = 0
-        for timestamp, dr_id, cr_id, event in changes:
-            last_timestamp = timestamp
+        for _, _, dr_id, cr_id, event in changes:
             dr, cr = codec.event_from_blob(event)
             latest[dr_id] = dr
             latest[cr_id] = cr
         if not latest:
             return
         self.db.execute("BEGIN")
-        self.db.executemany(
-            "UPDATE accounts SET balances = ?, flags = ? WHERE id = ?",
-            [(codec.event_balances_blob(b), b[4], account_id)
-             for account_id, b in latest.items()],
-        )
-        self.db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('accounts_checkpoint', ?)",
-            (last_timestamp,),
-        )
-        self.db.execute("COMMIT")
+        try:
+            self.db.executemany(
+                "UPDATE accounts SET balances = ?, flags = ? WHERE id = ?",
+                [(codec.event_balances_blob(b), b[4], account_id)
+                 for account_id, b in latest.items()],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [("checkpoint_transfers", self.transfer_timestamp_max),
+                 ("checkpoint_expiries", self.expiry_timestamp_max)],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     # -- queries ----------------------------------------------------------------------
 
