@@ -290,9 +290,9 @@ class TigerBeetleLedger(tb.ClientSync):
             ) from error
 
     # The official client range-checks every field but `flags`, which it silently truncates
-    # to 16 bits (1 << 16 creates an account with no flags), and lookup ids, which it wraps
-    # (-1 becomes 2**128 - 1). sovr refuses them as it refuses any other out-of-range
-    # integer, on both backends alike; the flags check costs well under 1% of a batch.
+    # (1 << 16 creates an account with no flags), and lookup ids, which it wraps (-1 becomes
+    # 2**128 - 1). sovr refuses them as it refuses any other out-of-range integer, on both
+    # backends alike; the flags check costs well under 1% of a batch.
     def create_accounts(self, accounts: list[tb.Account]) -> list[tb.CreateAccountResult]:
         validation.check_flags(accounts, "create_accounts")
         return super().create_accounts(accounts)
@@ -300,6 +300,22 @@ class TigerBeetleLedger(tb.ClientSync):
     def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         validation.check_flags(transfers, "create_transfers")
         return super().create_transfers(transfers)
+
+    def get_account_transfers(self, filter: tb.AccountFilter) -> list[tb.Transfer]:  # noqa: A002
+        validation.check_uint("flags", 32, filter.flags)
+        return super().get_account_transfers(filter)
+
+    def get_account_balances(self, filter: tb.AccountFilter) -> list[tb.AccountBalance]:  # noqa: A002
+        validation.check_uint("flags", 32, filter.flags)
+        return super().get_account_balances(filter)
+
+    def query_accounts(self, query_filter: tb.QueryFilter) -> list[tb.Account]:
+        validation.check_uint("flags", 32, query_filter.flags)
+        return super().query_accounts(query_filter)
+
+    def query_transfers(self, query_filter: tb.QueryFilter) -> list[tb.Transfer]:
+        validation.check_uint("flags", 32, query_filter.flags)
+        return super().query_transfers(query_filter)
 
     def lookup_accounts(self, accounts: list[int]) -> list[tb.Account]:
         return super().lookup_accounts(validation.ids_list(accounts, "lookup_accounts"))
@@ -391,6 +407,9 @@ class TigerBeetleLedger(tb.ClientSync):
         `CHANGE_EVENTS_LIMIT_MAX` raises `tigerbeetle.TooMuchDataError`; an invalid filter
         (`limit == 0`, or `timestamp_min > timestamp_max != 0`) yields an empty list.
         """
+        validation.check_uint("timestamp_min", 64, timestamp_min)
+        validation.check_uint("timestamp_max", 64, timestamp_max)
+        validation.check_uint("limit", 32, limit)
         if limit > CHANGE_EVENTS_LIMIT_MAX:
             raise TooMuchDataError()
         return self._submit(  # type: ignore[no-any-return]

@@ -5,7 +5,7 @@ the official `tigerbeetle.ClientSync` interface; per call it:
 
 1. checks the input as the official client does (`validation`), raising before anything
    is applied;
-2. expires due pending transfers first, as TigerBeetle's pulse would have;
+2. expires due pending transfers first, when TigerBeetle's pulse would have;
 3. prefetches every record the batch can touch into a `BatchView` (`store`);
 4. runs TigerBeetle's checks in TigerBeetle's order (`state_machine`);
 5. commits the batch's effects in one fsynced SQLite transaction before returning.
@@ -18,6 +18,7 @@ directory gets `LedgerLockedError`.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import tigerbeetle as tb
 from sovr.ledger import validation
 from sovr.ledger.embedded import codec, queries
 from sovr.ledger.embedded.state_machine import (
+    A_HISTORY,
     AC_FLAGS,
     ACCOUNTS,
     PENDING,
@@ -49,6 +51,7 @@ ACCOUNT_CACHE_MAX = 100_000
 CHECKPOINT_ACCOUNTS = 50_000
 CHECKPOINT_BATCHES = 64
 PULSE_EVENTS_MAX = BATCH_EVENTS_MAX  # TigerBeetle's pulse expires up to one batch at a time.
+PULSE_IDLE_SECONDS = 0.1  # TigerBeetle's pulse timer on an idle cluster.
 
 
 class LedgerClosedError(LedgerError):
@@ -66,6 +69,7 @@ class EmbeddedLedger:
         self._batches_since_checkpoint = 0
         self._timestamp_last = self._store.timestamp_last()
         self._next_expiry = self._store.next_expiry()
+        self._last_operation_monotonic = -math.inf  # Opening counts as idle: pulse first.
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -110,9 +114,7 @@ class EmbeddedLedger:
         events = [validation.account_tuple(a) for a in accounts]
         if not events:
             return []
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             view = self._view(account_ids={e[0] for e in events}, transfers={})
             timestamp = self._reserve_timestamps(len(events))
             with self._reload_on_error():
@@ -126,9 +128,7 @@ class EmbeddedLedger:
         events = [validation.transfer_tuple(t) for t in transfers]
         if not events:
             return []
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             view = self._transfers_view(events)
             timestamp = self._reserve_timestamps(len(events))
             with self._reload_on_error():
@@ -195,34 +195,55 @@ class EmbeddedLedger:
         if view.pending_updates:
             self._next_expiry = self._store.next_expiry()
 
-    def _expire_due(self) -> None:
-        """Run TigerBeetle's pulse: expire pending transfers whose timeout has passed."""
-        while self._next_expiry and self._next_expiry <= max(self._timestamp_last, time.time_ns()):
+    @contextlib.contextmanager
+    def _operation(self) -> Iterator[None]:
+        """One operation, as TigerBeetle's replica sequences them: a pulse first if one is
+        due, and every operation, reads included, advances the prepare timestamp."""
+        with self._lock:
+            self._check_open()
+            self._pulse_if_due()
+            yield
+            self._timestamp_last = max(self._timestamp_last, time.time_ns())
+            self._last_operation_monotonic = time.monotonic()
+
+    def _pulse_if_due(self) -> None:
+        """Expire pending transfers when TigerBeetle's pulse would have.
+
+        TigerBeetle expires only in a `pulse` operation, which the primary queues after
+        committing an operation whose prepare timestamp reached the earliest expiry, or
+        from a timer on an idle cluster (every 100 ms with no prepare). So the first
+        operation after a deadline still sees the hold, unless the ledger was idle.
+        """
+        horizon = self._timestamp_last
+        idle_seconds = time.monotonic() - self._last_operation_monotonic
+        if idle_seconds >= PULSE_IDLE_SECONDS:
+            since_timer = idle_seconds % PULSE_IDLE_SECONDS if math.isfinite(idle_seconds) else 0
+            timer_fired_ns = time.time_ns() - int(since_timer * 1e9)
+            horizon = max(horizon, timer_fired_ns)
+        while self._next_expiry and self._next_expiry <= horizon:
             timestamp = self._reserve_timestamps(PULSE_EVENTS_MAX)
             expiring = self._store.expiring_transfers(timestamp, PULSE_EVENTS_MAX)
+            assert expiring, "the earliest expiry is due but nothing expires"
             account_ids = {p[1] for p in expiring} | {p[2] for p in expiring}
             view = self._view(account_ids, {})
             view.pending_status = {p[TR_TIMESTAMP]: PENDING for p in expiring}
             with self._reload_on_error():
                 expire_pending_transfers(view, expiring, timestamp)
                 self._commit(view, timestamp)
+            horizon = timestamp
 
     # -- lookups ------------------------------------------------------------------------
 
     def lookup_accounts(self, accounts: list[int]) -> list[tb.Account]:
         ids = validation.ids_list(accounts, "lookup_accounts")
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             view = self._view(set(ids), {})
             found = view.accounts
             return [codec.account_object(found[i]) for i in ids if i in found]
 
     def lookup_transfers(self, transfers: list[int]) -> list[tb.Transfer]:
         ids = validation.ids_list(transfers, "lookup_transfers")
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             found = {t[0]: t for t in self._store.load_transfers(list(set(ids)))}
         return [codec.transfer_object(found[i]) for i in ids if i in found]
 
@@ -230,9 +251,7 @@ class EmbeddedLedger:
 
     def get_account_transfers(self, filter: tb.AccountFilter) -> list[tb.Transfer]:  # noqa: A002
         account_filter = queries.AccountFilterQuery.from_filter(filter)
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             if not account_filter.valid:
                 return []
             rows = queries.account_transfers(self._store, account_filter)
@@ -240,22 +259,18 @@ class EmbeddedLedger:
 
     def get_account_balances(self, filter: tb.AccountFilter) -> list[tb.AccountBalance]:  # noqa: A002
         account_filter = queries.AccountFilterQuery.from_filter(filter)
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             account = self._view({account_filter.account_id}, {}).accounts.get(
                 account_filter.account_id
             )
-            if not account_filter.valid or account is None or not account[AC_FLAGS] & 8:
+            if not account_filter.valid or account is None or not account[AC_FLAGS] & A_HISTORY:
                 return []
             rows = queries.account_transfers(self._store, account_filter, with_event=True)
         return queries.account_balances(rows, account_filter.account_id)
 
     def query_accounts(self, query_filter: tb.QueryFilter) -> list[tb.Account]:
         query = queries.QueryFilterQuery.from_filter(query_filter)
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             if not query.valid:
                 return []
             rows = queries.query_accounts(self._store, query)
@@ -266,9 +281,7 @@ class EmbeddedLedger:
 
     def query_transfers(self, query_filter: tb.QueryFilter) -> list[tb.Transfer]:
         query = queries.QueryFilterQuery.from_filter(query_filter)
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             if not query.valid:
                 return []
             rows = queries.query_transfers(self._store, query)
@@ -286,9 +299,7 @@ class EmbeddedLedger:
         validation.check_uint("limit", 32, limit)
         if limit > CHANGE_EVENTS_LIMIT_MAX:
             raise tb.TooMuchDataError()
-        with self._lock:
-            self._check_open()
-            self._expire_due()
+        with self._operation():
             if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
                 return []
             rows = queries.change_event_rows(self._store, timestamp_min, timestamp_max, limit)

@@ -314,7 +314,7 @@ def create_account(view: BatchView, timestamp_event: int, a: tuple) -> tuple[int
     timestamp_actual = timestamp_event
     if flags & A_IMPORTED:
         timestamp_actual = a[AC_TIMESTAMP]
-        assert 0 < timestamp_actual <= timestamp_event
+        assert 0 < timestamp_actual <= timestamp_event, "imported timestamp past its event's slot"
         if timestamp_actual <= view.account_timestamp_max:
             return AS.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS, 0
         if view.transfer_timestamp_taken(timestamp_actual):
@@ -378,6 +378,9 @@ def create_transfer(view: BatchView, timestamp_event: int, t: tuple) -> tuple[in
     timestamp_actual = timestamp_event
     if flags & T_IMPORTED:
         timestamp_actual = t[TR_TIMESTAMP]
+        # TigerBeetle asserts this too (and crashes): an imported timestamp inside the
+        # batch's own range, past this event's slot. Refused whole, nothing applied.
+        assert timestamp_actual <= timestamp_event, "imported timestamp past its event's slot"
         status = _imported_transfer_timestamp_status(view, timestamp_actual)
         if status is not None:
             return status, 0
@@ -588,6 +591,9 @@ def _post_or_void_pending_transfer(
     timestamp_actual = timestamp_event
     if flags & T_IMPORTED:
         timestamp_actual = t[TR_TIMESTAMP]
+        # TigerBeetle asserts this too (and crashes): an imported timestamp inside the
+        # batch's own range, past this event's slot. Refused whole, nothing applied.
+        assert timestamp_actual <= timestamp_event, "imported timestamp past its event's slot"
         status = _imported_transfer_timestamp_status(view, timestamp_actual)
         if status is not None:
             return status, 0
