@@ -192,6 +192,9 @@ def bench_ledger(
         err_console.print("interrupted")
         raise typer.Exit(130) from None
     console.print(results_table(result))
+    if result.memory:
+        samples = ", ".join(f"{stored / 1e6:.0f}M: {mib:.0f}" for stored, mib in result.memory)
+        console.print(f"resident memory (MiB) by transfers stored: {samples}")
 
 
 def results_table(result: ledger_bench.LedgerBenchResult) -> Table:

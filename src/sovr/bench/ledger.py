@@ -11,6 +11,7 @@ ids from `tigerbeetle.id()`. Each batch is built before the clock starts: only t
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -66,6 +67,35 @@ class LedgerBenchResult:
     accounts: int
     account_seconds: float  # Wall time to create the accounts.
     results: tuple[BatchSizeResult, ...]
+    # (transfers stored so far, this process's resident memory in MiB), at every million.
+    memory: tuple[tuple[int, float], ...] = ()
+
+
+MEMORY_SAMPLE_EVERY = 1_000_000
+
+
+def resident_mib() -> float:
+    """This process's resident set size (Linux), in MiB; 0 where /proc is unavailable."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class MemoryProbe:
+    """Samples resident memory each time the number of stored transfers passes a million."""
+
+    def __init__(self) -> None:
+        self.stored = 0
+        self.samples: list[tuple[int, float]] = []
+
+    def add(self, transfers: int) -> None:
+        before = self.stored
+        self.stored += transfers
+        if self.stored // MEMORY_SAMPLE_EVERY > before // MEMORY_SAMPLE_EVERY:
+            self.samples.append((self.stored, resident_mib()))
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:
@@ -132,14 +162,17 @@ def run_ledger_bench(
     account_seconds = time.perf_counter() - started
 
     results = []
+    memory = MemoryProbe()
     for size in batch_sizes:
         max_transfers, max_seconds = caps(size, transfers, seconds)
         if on_start:
             on_start(size, max_transfers)
         results.append(
-            _run_batch_size(ledger, ids, size, max_transfers, max_seconds, rng, on_batch)
+            _run_batch_size(
+                ledger, ids, size, max_transfers, max_seconds, rng, on_batch, memory
+            )
         )
-    return LedgerBenchResult(accounts, account_seconds, tuple(results))
+    return LedgerBenchResult(accounts, account_seconds, tuple(results), tuple(memory.samples))
 
 
 def _run_batch_size(
@@ -150,6 +183,7 @@ def _run_batch_size(
     max_seconds: float | None,
     rng: random.Random,
     on_batch: Callable[[int, int], None] | None,
+    memory: MemoryProbe,
 ) -> BatchSizeResult:
     deadline = time.monotonic() + max_seconds if max_seconds is not None else math.inf
     latencies: list[float] = []
@@ -183,6 +217,7 @@ def _run_batch_size(
         latencies.append(elapsed)
         timed += elapsed
         done += n
+        memory.add(n)
         if on_batch:
             on_batch(size, n)
     latencies.sort()

@@ -18,6 +18,7 @@ directory gets `LedgerLockedError`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import threading
 import time
@@ -52,6 +53,25 @@ CHECKPOINT_ACCOUNTS = 50_000
 CHECKPOINT_BATCHES = 64
 PULSE_EVENTS_MAX = BATCH_EVENTS_MAX  # TigerBeetle's pulse expires up to one batch at a time.
 PULSE_IDLE_SECONDS = 0.1  # TigerBeetle's pulse timer on an idle cluster.
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one batch.
+
+    A batch allocates tens of thousands of small, acyclic objects (tuples, results); each
+    700 allocations the collector would walk the young heap, and now and then the whole
+    heap, finding nothing: measured, it costs a fifth of the engine's throughput. The
+    objects are freed by reference counting as usual; collection resumes after the call.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class LedgerClosedError(LedgerError):
@@ -111,31 +131,33 @@ class EmbeddedLedger:
 
     def create_accounts(self, accounts: list[tb.Account]) -> list[tb.CreateAccountResult]:
         validation.check_batch(accounts, "create_accounts")
-        events = [validation.account_tuple(a) for a in accounts]
-        if not events:
-            return []
-        with self._operation():
-            view = self._view(account_ids={e[0] for e in events}, transfers={})
-            timestamp = self._reserve_timestamps(len(events))
-            with self._reload_on_error():
-                results = execute_create(view, events, timestamp, ACCOUNTS)
-                self._commit(view, timestamp)
-        result = tb.CreateAccountResult
-        return [result(ts, status) for ts, status in results]
+        with _gc_paused():
+            events = [validation.account_tuple(a) for a in accounts]
+            if not events:
+                return []
+            with self._operation():
+                view = self._view(account_ids={e[0] for e in events}, transfers={})
+                timestamp = self._reserve_timestamps(len(events))
+                with self._reload_on_error():
+                    results = execute_create(view, events, timestamp, ACCOUNTS)
+                    self._commit(view, timestamp)
+            result = tb.CreateAccountResult
+            return [result(ts, status) for ts, status in results]
 
     def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         validation.check_batch(transfers, "create_transfers")
-        events = [validation.transfer_tuple(t) for t in transfers]
-        if not events:
-            return []
-        with self._operation():
-            view = self._transfers_view(events)
-            timestamp = self._reserve_timestamps(len(events))
-            with self._reload_on_error():
-                results = execute_create(view, events, timestamp, TRANSFERS)
-                self._commit(view, timestamp)
-        result = tb.CreateTransferResult
-        return [result(ts, status) for ts, status in results]
+        with _gc_paused():
+            events = [validation.transfer_tuple(t) for t in transfers]
+            if not events:
+                return []
+            with self._operation():
+                view = self._transfers_view(events)
+                timestamp = self._reserve_timestamps(len(events))
+                with self._reload_on_error():
+                    results = execute_create(view, events, timestamp, TRANSFERS)
+                    self._commit(view, timestamp)
+            result = tb.CreateTransferResult
+            return [result(ts, status) for ts, status in results]
 
     def _transfers_view(self, events: list[tuple]) -> BatchView:
         ids = [e[0] for e in events]
