@@ -81,7 +81,6 @@ from tigerbeetle.client import (
     CompletionContextSync,
     InflightPacket,
     InitError,
-    TooMuchDataError,
 )
 from tigerbeetle.lib import c_uint128, validate_uint
 
@@ -407,11 +406,7 @@ class TigerBeetleLedger(tb.ClientSync):
         `CHANGE_EVENTS_LIMIT_MAX` raises `tigerbeetle.TooMuchDataError`; an invalid filter
         (`limit == 0`, or `timestamp_min > timestamp_max != 0`) yields an empty list.
         """
-        validation.check_uint("timestamp_min", 64, timestamp_min)
-        validation.check_uint("timestamp_max", 64, timestamp_max)
-        validation.check_uint("limit", 32, limit)
-        if limit > CHANGE_EVENTS_LIMIT_MAX:
-            raise TooMuchDataError()
+        validation.check_change_events_filter(timestamp_min, timestamp_max, limit)
         return self._submit(  # type: ignore[no-any-return]
             bindings.Operation.GET_CHANGE_EVENTS,
             [ChangeEventsFilter(timestamp_min, timestamp_max, limit)],

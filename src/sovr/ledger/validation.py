@@ -14,7 +14,7 @@ from operator import index
 
 from tigerbeetle import IntegerOverflowError, TooMuchDataError
 
-from sovr.ledger.types import BATCH_EVENTS_MAX
+from sovr.ledger.types import BATCH_EVENTS_MAX, CHANGE_EVENTS_LIMIT_MAX
 
 _SMALL_TRANSFER = struct.Struct("<QIIIHHQ")  # user_data_64 … timestamp
 _SMALL_ACCOUNT = struct.Struct("<QIIHHQ")  # user_data_64, user_data_32, ledger, code, flags, ts
@@ -120,3 +120,12 @@ def account_filter_tuple(f: object) -> tuple:
 
 def query_filter_tuple(f: object) -> tuple:
     return _fields(f, QUERY_FILTER_FIELDS)
+
+
+def check_change_events_filter(timestamp_min: int, timestamp_max: int, limit: int) -> None:
+    """The arguments of `get_change_events`: u64 bounds, a u32 limit within one reply."""
+    check_uint("timestamp_min", 64, timestamp_min)
+    check_uint("timestamp_max", 64, timestamp_max)
+    check_uint("limit", 32, limit)
+    if limit > CHANGE_EVENTS_LIMIT_MAX:
+        raise TooMuchDataError()

@@ -316,11 +316,7 @@ class EmbeddedLedger:
         limit: int = CHANGE_EVENTS_LIMIT_MAX,
     ) -> list[ChangeEvent]:
         """TigerBeetle's change feed: every balance change in timestamp order (see types)."""
-        validation.check_uint("timestamp_min", 64, timestamp_min)
-        validation.check_uint("timestamp_max", 64, timestamp_max)
-        validation.check_uint("limit", 32, limit)
-        if limit > CHANGE_EVENTS_LIMIT_MAX:
-            raise tb.TooMuchDataError()
+        validation.check_change_events_filter(timestamp_min, timestamp_max, limit)
         with self._operation():
             if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
                 return []
