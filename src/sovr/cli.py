@@ -35,9 +35,13 @@ HELP = "\n\n".join(
         "cluster's replicas. When set, sovr uses that cluster as its ledger instead of the "
         "embedded one.",
         "[cyan]TIGERBEETLE_CLUSTER_ID[/cyan]: that cluster's id (default: 0).",
-        "[cyan]ORACLE_LEDGER_DATABASE_URL[/cyan], [cyan]ATTESTOR_PRIVATE_KEY[/cyan]: reserved "
-        "for services that are not in this version yet (the PostgreSQL mirror and the "
-        "attestor); no command reads them today.",
+        "[cyan]ATTESTOR_PRIVATE_KEY[/cyan] (hex) or [cyan]ATTESTOR_KEYSTORE_FILE[/cyan] with "
+        "[cyan]ATTESTOR_KEYSTORE_PASSWORD[/cyan] or [cyan]ATTESTOR_KEYSTORE_PASSWORD_FILE[/cyan]: "
+        "the attestor's signing key; [cyan]ATTESTOR_ALLOWED_SIGNERS[/cyan]: the addresses whose "
+        "attestations are accepted. Read by the attestor module (sovr.attestor); no command "
+        "serves it over HTTP yet.",
+        "[cyan]ORACLE_LEDGER_DATABASE_URL[/cyan]: reserved for the PostgreSQL mirror, which is "
+        "not in this version yet; no command reads it today.",
     ]
 )
 
