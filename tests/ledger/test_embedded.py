@@ -142,3 +142,16 @@ def test_schema_version_is_checked(url, tmp_path):
     with pytest.raises(RuntimeError, match="schema version 999"):  # and the lock was released
         sovr.ledger.connect(url)
 
+
+
+def test_lookups_return_plain_ints_like_the_official_client(url):
+    import enum
+
+    class Code(enum.IntEnum):
+        USER = 7
+
+    with sovr.ledger.connect(url) as ledger:
+        [created] = ledger.create_accounts([tb.Account(id=5, ledger=1, code=Code.USER)])
+        assert created.status == tb.CreateAccountStatus.CREATED
+        [account] = ledger.lookup_accounts([5])
+        assert type(account.code) is int and account.code == 7

@@ -82,7 +82,11 @@ def transfer_tuple(t: object) -> tuple:
 
 
 def account_tuple(a: object) -> tuple:
-    """An account's fields as a tuple, in the state machine's account-record order."""
+    """An account's fields as plain ints, in the state machine's account-record order.
+
+    Plain ints, not the caller's int subclasses (IntEnum codes, say): the engine keeps
+    accounts in memory and returns them from lookups, as the official client does, as ints.
+    """
     try:
         values = (
             a.id, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted,
@@ -95,7 +99,7 @@ def account_tuple(a: object) -> tuple:
             raise ValueError
     except (TypeError, ValueError, struct.error, AttributeError):
         return _fields(a, ACCOUNT_FIELDS)
-    return values
+    return tuple(int(v) for v in values)
 
 
 def check_flags(events: object, what: str) -> None:
