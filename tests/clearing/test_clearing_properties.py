@@ -54,7 +54,7 @@ REASONS = {
 def property_ledger(request, tmp_path_factory) -> Iterator[sovr.ledger.Ledger]:
     """One ledger for every example: each example has its own users and caller."""
     if request.param == "tigerbeetle":
-        yield request.getfixturevalue("tigerbeetle_clearing_ledger")
+        yield request.getfixturevalue("tigerbeetle_ledger")
         return
     backend = sovr.ledger.connect("embedded://" + str(tmp_path_factory.mktemp("clearing")))
     try:

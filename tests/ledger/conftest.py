@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 
 import pytest
 import tigerbeetle as tb
@@ -19,33 +18,6 @@ import tigerbeetle as tb
 import sovr.ledger
 
 U128_MAX = (1 << 128) - 1
-
-
-@pytest.fixture(scope="session")
-def tigerbeetle_ledger(request: pytest.FixtureRequest) -> Iterator[sovr.ledger.Ledger]:
-    """One client for the whole session: a new client's first request takes ~0.6 s
-    (session registration), which would dominate the suite's run time."""
-    try:
-        url = request.getfixturevalue("tigerbeetle_url")
-    except pytest.FixtureLookupError:
-        pytest.skip("no tigerbeetle_url fixture (tests/conftest.py)")
-    backend = sovr.ledger.connect(url)
-    try:
-        yield backend
-    finally:
-        backend.close()
-
-
-@pytest.fixture(params=["embedded", "tigerbeetle"])
-def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[sovr.ledger.Ledger]:
-    if request.param == "tigerbeetle":
-        yield request.getfixturevalue("tigerbeetle_ledger")
-        return
-    backend = sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
-    try:
-        yield backend
-    finally:
-        backend.close()
 
 
 @pytest.fixture

@@ -224,8 +224,10 @@ class EmbeddedLedger:
         with self._lock:
             self._check_open()
             self._pulse_if_due()
+            # A read's prepare timestamp is the clock when it starts (a write's, its batch's).
+            prepare_timestamp = time.time_ns()
             yield
-            self._timestamp_last = max(self._timestamp_last, time.time_ns())
+            self._timestamp_last = max(self._timestamp_last, prepare_timestamp)
             self._last_operation_monotonic = time.monotonic()
 
     def _pulse_if_due(self) -> None:
