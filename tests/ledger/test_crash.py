@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 import tigerbeetle as tb
+from ledger_invariants import assert_ledger_invariants
 
 import sovr.ledger
 from sovr.ledger import LedgerLockedError
@@ -319,15 +320,7 @@ class Checker:
             for a in accounts
         }
         assert actual == self.balances, "account balances differ from their transfers"
-        for ledger_id in {a.ledger for a in accounts}:
-            on = [a for a in accounts if a.ledger == ledger_id]
-            assert sum(a.debits_posted for a in on) == sum(a.credits_posted for a in on)
-            assert sum(a.debits_pending for a in on) == sum(a.credits_pending for a in on)
-        for a in accounts:
-            if a.flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS:
-                assert a.debits_pending + a.debits_posted <= a.credits_posted, a
-            if a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
-                assert a.credits_pending + a.credits_posted <= a.debits_posted, a
+        assert_ledger_invariants(accounts, {a.ledger for a in accounts})
 
     def check_old_batches(self, ledger: sovr.ledger.Ledger, sample: int = 20) -> None:
         numbers = self.rng.sample(sorted(self.acknowledged), min(sample, len(self.acknowledged)))

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import tigerbeetle as tb
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from ledger_invariants import assert_ledger_invariants
 
 import sovr.ledger
 
@@ -530,15 +531,8 @@ def check_invariants(ledger: sovr.ledger.Ledger, model: Model) -> dict[int, tupl
     ids = list(model.ledger_of)
     accounts = ledger.lookup_accounts(ids)
     assert [a.id for a in accounts] == ids
-    for ledger_id in LEDGERS:
-        on = [a for a in accounts if a.ledger == ledger_id]
-        assert sum(a.debits_posted for a in on) == sum(a.credits_posted for a in on)
-        assert sum(a.debits_pending for a in on) == sum(a.credits_pending for a in on)
+    assert_ledger_invariants(accounts, LEDGERS)
     for a in accounts:
-        if a.flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS:
-            assert a.debits_pending + a.debits_posted <= a.credits_posted, a
-        if a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
-            assert a.credits_pending + a.credits_posted <= a.debits_posted, a
         for value in (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted):
             assert 0 <= value <= U128_MAX
     balances = {
