@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from attestor_helpers import ATTESTOR_KEY, NOW_SECONDS
+from eth_utils import keccak, to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ from sovr.attestor import (
     InMemoryReplayGuard,
     verify,
 )
-from sovr.attestor.typed_data import WIRE_TO_ATTRIBUTE
+from sovr.attestor.typed_data import WIRE_TO_ATTRIBUTE, checksum_address
 
 ATTESTOR = Attestor(ATTESTOR_KEY)
 ATTRIBUTE_TO_WIRE = {attr: wire for wire, attr in WIRE_TO_ATTRIBUTE.items()}
@@ -123,3 +124,25 @@ def test_any_bit_flip_in_the_signature_breaks_it(intent: CheckoutIntent, bit: in
         assert e.code in ("attestation_signer_not_allowed", "attestation_malformed")
     else:
         raise AssertionError(f"flipping bit {bit} still verified")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    request_id=_text, wallet=_wallets, amount=_amounts, merchant_id=_text,
+    timestamp=_timestamps, reference=_text,
+)
+def test_fast_digest_equals_eth_accounts_eip712_encoding(
+    request_id: str, wallet: str, amount: int, merchant_id: str, timestamp: int, reference: str
+) -> None:
+    """`CheckoutIntent.digest` is hand-encoded for speed; eth-account is the reference."""
+    intent = CheckoutIntent(request_id, wallet, amount, merchant_id, timestamp, reference)
+    signable = intent.signable()
+    assert intent.digest() == keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(address=st.binary(min_size=20, max_size=20))
+def test_fast_checksum_equals_eth_utils(address: bytes) -> None:
+    text = "0x" + address.hex()
+    assert checksum_address(text) == to_checksum_address(text)
+    assert checksum_address(text.upper().replace("0X", "0x")) == to_checksum_address(text)

@@ -41,9 +41,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from coincurve import PublicKey
 from eth_account import Account
-from eth_account.messages import SignableMessage
-from eth_utils import keccak
 
 from sovr.attestor.errors import (
     AttestationExpired,
@@ -57,7 +56,13 @@ from sovr.attestor.errors import (
 )
 from sovr.attestor.keys import SECP256K1_ORDER, load_private_key, parse_private_key
 from sovr.attestor.replay import ReplayGuard
-from sovr.attestor.typed_data import WIRE_TO_ATTRIBUTE, CheckoutIntent, check_wallet
+from sovr.attestor.typed_data import (
+    WIRE_TO_ATTRIBUTE,
+    CheckoutIntent,
+    check_wallet,
+    checksum_address,
+    keccak,
+)
 
 DEFAULT_MAX_AGE_SECONDS: Final = 3600
 """Seed 003 §1.3 `max_age_seconds`: an attestation is good for one hour after its timestamp."""
@@ -221,9 +226,8 @@ def verify(
     parsed = attestation if isinstance(attestation, Attestation) else Attestation.from_dict(
         attestation
     )
-    signable = parsed.intent.signable()
-    digest = keccak(b"\x19" + signable.version + signable.header + signable.body)
-    recovered = _recover(signable, parsed.signature)
+    digest = parsed.intent.digest()
+    recovered = _recover(digest, parsed.signature)
     if recovered.lower() not in allowed:
         detail = (
             f"; the attestation names {parsed.signer}, so the signed data or the signature "
@@ -324,13 +328,22 @@ def _check_signature(signature: object) -> None:
         )
 
 
-def _recover(signable: SignableMessage, signature: bytes) -> str:
+def _recover(digest: bytes, signature: bytes) -> str:
+    """The EIP-55 address whose key made `signature` over `digest`.
+
+    libsecp256k1 through coincurve directly: `Account.recover_message` adds ~100 µs of
+    re-encoding around the same call. `signature` has passed `_check_signature`.
+    """
     try:
-        return Account.recover_message(signable, signature=signature)
-    except Exception as e:  # eth_keys.exceptions.BadSignature, ValidationError, ValueError
+        public_key = PublicKey.from_signature_and_message(
+            signature[:64] + bytes([signature[64] - 27]), digest, hasher=None
+        )
+    except Exception as e:  # coincurve raises ValueError / Exception for no valid point
         raise AttestationMalformed(
             f"signature: recovers to no public key ({type(e).__name__})", field="signature"
         ) from None
+    address = keccak(public_key.format(compressed=False)[1:])[-20:]
+    return checksum_address("0x" + address.hex())
 
 
 def _allowed_set(allowed_signers: Iterable[str]) -> frozenset[str]:
