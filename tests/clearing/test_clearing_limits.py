@@ -264,8 +264,10 @@ def test_insufficient_funds_is_final_too(shop: Shop) -> None:
     assert rejected(shop.clearer.clear(obligation), RejectReason.INSUFFICIENT_FUNDS)
     shop.deposit(alice, 1_000)
     again = shop.clearer.clear(obligation)
-    assert rejected(again, RejectReason.INSUFFICIENT_FUNDS)
-    assert again.ledger_status == TS.ID_ALREADY_FAILED
+    # Leg 0's own id is burnt: the ledger cannot say why any more (the terminal's rejection
+    # log can), only that this intent was rejected before.
+    assert rejected(again, RejectReason.INTENT_PREVIOUSLY_REJECTED)
+    assert again.ledger_status == TS.ID_ALREADY_FAILED and again.final_in_ledger
     assert shop.balance_cents(alice) == 1_100
 
 

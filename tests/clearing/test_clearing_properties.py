@@ -132,7 +132,8 @@ class Model:
         for role, cents, key in self.links(user, obligation):
             reason = RejectReason.INSUFFICIENT_FUNDS if key is None else REASONS[key[1]]
             if (obligation.intent_id, role) in self.burnt:
-                return reason
+                # Leg 0's burnt id says only that the intent was rejected before.
+                return RejectReason.INTENT_PREVIOUSLY_REJECTED if role == ("leg", 0) else reason
             if key is None:
                 room = balance
             else:

@@ -46,6 +46,8 @@ Transfer codes (`TransferCode`): what kind of transaction it is
 |   11 | LIMIT_FUNDING       | LIMIT_SOURCE -> limit account               | USD_LIMITS |
 |   12 | LIMIT_CHARGE        | limit account -> LIMIT_CONSUMED             | USD_LIMITS |
 |   13 | LIMIT_ADJUSTMENT    | either way, an operator's mid-period change | USD_LIMITS |
+|   14 | ATTESTATION_USE     | ATTESTATIONS_USED -> LIMIT_CONSUMED, 0      | USD_LIMITS |
+|   15 | INTENT_TOMBSTONE    | INTENT_TOMBSTONE -> LIMIT_CONSUMED, 1; fails| USD_LIMITS |
 
 Code 1 for obligation clearing is the seeds' own choice.
 
@@ -56,13 +58,19 @@ user_data fields
 |---------------------|-------------------------|-----------------------------|--------------|
 | user account        | its own id              | 0                           | IdentityKind |
 | limit account       | the user account id     | period (20261122 or 202611) | Sku or 0     |
-| obligation transfer | obligation id (leg 0's) | 0                           | Sku or 0     |
+| obligation transfer | obligation id (leg 0's) | intent fingerprint          | Sku or 0     |
 | limit charge        | obligation id           | period                      | Sku or 0     |
+| attestation use     | obligation id           | 0                           | 0            |
+| capture / void      | obligation id           | 0                           | Sku or 0     |
 | limit funding       | the user account id     | period                      | Sku or 0     |
 | deposit             | 0                       | 0                           | 0            |
 
 So `query_accounts(user_data_128=U)` finds user U's account and all its limit accounts, and
-`query_transfers(user_data_128=O)` finds obligation O's legs and limit charges.
+`query_transfers(user_data_128=O)` finds obligation O's legs, limit charges, attestation use
+and captures or voids. The intent fingerprint (`Obligation.fingerprint`) is 64 bits of a hash
+of everything the caller said about the intent, so the same intent id sent again with other
+content (even a reference, which no transfer field holds) meets
+`exists_with_different_user_data_64`: a conflict, never a silent duplicate.
 """
 
 from __future__ import annotations
@@ -103,6 +111,8 @@ class TransferCode(IntEnum):
     LIMIT_FUNDING = 11
     LIMIT_CHARGE = 12
     LIMIT_ADJUSTMENT = 13
+    ATTESTATION_USE = 14
+    INTENT_TOMBSTONE = 15
 
 
 class Sku(IntEnum):
@@ -139,8 +149,13 @@ class RejectReason(StrEnum):
     SKU_DAILY_LIMIT_EXCEEDED = "sku_daily_limit_exceeded"
     BUNDLE_LIMIT_EXCEEDED = "bundle_limit_exceeded"
     INSUFFICIENT_FUNDS = "insufficient_funds"
+    # The attestation already vouched for another obligation (another caller or intent).
+    ATTESTATION_REPLAYED = "attestation_replayed"
     # The same caller and intent id were already used for a different obligation.
     INTENT_CONFLICT = "intent_conflict"
+    # This intent id was rejected before; rejections are final (the original reason is in
+    # the rejection log).
+    INTENT_PREVIOUSLY_REJECTED = "intent_previously_rejected"
     # Anything else the ledger refused (a missing account, a misconfiguration): see the
     # raw status. Never expected in operation.
     LEDGER_REFUSED = "ledger_refused"

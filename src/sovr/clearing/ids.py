@@ -23,6 +23,12 @@ A derived id is 128 bits::
 | 0x10 | INTENT_TRANSFER | caller id, intent id, leg number         | an obligation leg, deposit|
 | 0x11 | LIMIT_CHARGE    | caller id, intent id, limit kind, SKU    | a limit charge            |
 | 0x12 | LIMIT_FUNDING   | user account id, limit kind, period, SKU | a limit's funding         |
+| 0x13 | ATTESTATION_USE | the attestation's EIP-712 digest (hex)   | an attestation's one use  |
+| 0x14 | PENDING_POST    | the pending transfer's id (hex)          | its capture               |
+| 0x15 | PENDING_VOID    | the pending transfer's id (hex)          | its void                  |
+
+A pending transfer can be posted or voided once, so its capture and void ids come from it
+alone: a retried capture is `exists`, and a capture racing a void loses cleanly.
 
 Users: one canonical identity key
 ---------------------------------
@@ -83,6 +89,9 @@ class IdKind(IntEnum):
     INTENT_TRANSFER = 0x10
     LIMIT_CHARGE = 0x11
     LIMIT_FUNDING = 0x12
+    ATTESTATION_USE = 0x13
+    PENDING_POST = 0x14
+    PENDING_VOID = 0x15
 
 
 def derive(kind: IdKind, *parts: str) -> int:
@@ -205,3 +214,14 @@ def intent_transfer_id(caller_id: str, intent_id: str, leg: int = 0) -> int:
 def limit_charge_id(caller_id: str, intent_id: str, kind: LimitKind, sku: Sku | None) -> int:
     """The charge of one intent against one limit (no period: a retry is the same charge)."""
     return derive(IdKind.LIMIT_CHARGE, caller_id, intent_id, kind.name, sku.name if sku else "")
+
+
+def attestation_use_id(digest: bytes) -> int:
+    """The one transfer that marks an attestation (by its EIP-712 digest) as used."""
+    assert isinstance(digest, bytes) and len(digest) == 32
+    return derive(IdKind.ATTESTATION_USE, digest.hex())
+
+
+def pending_resolution_id(pending_id: int, *, void: bool) -> int:
+    """The id of the post (capture) or void of pending transfer `pending_id`."""
+    return derive(IdKind.PENDING_VOID if void else IdKind.PENDING_POST, f"{pending_id:032x}")

@@ -235,19 +235,26 @@ FUNDED = frozenset({TS.CREATED, TS.EXISTS, TS.EXISTS_WITH_DIFFERENT_AMOUNT})
 def ensure_limit_accounts(
     ledger: Ledger, user_account: int, keys: Iterable[LimitKey], limits: Limits
 ) -> None:
-    """Create and fund the limit accounts of `keys` (idempotent: any terminal, any time).
+    """Create and fund the limit accounts of `keys` (idempotent: any terminal, any time)."""
+    ensure_limit_accounts_many(ledger, [(user_account, list(keys))], limits)
+
+
+def ensure_limit_accounts_many(
+    ledger: Ledger, keys_by_user: Sequence[tuple[int, Sequence[LimitKey]]], limits: Limits
+) -> None:
+    """Create and fund the limit accounts of several users' `keys` in two requests.
 
     The accounts must exist before their fundings, so these are two requests; a funding
     that `EXISTS_WITH_DIFFERENT_AMOUNT` was made under another limit and stands.
     """
-    keys = list(keys)
-    if not keys:
+    pairs = [(user_account, key) for user_account, keys in keys_by_user for key in keys]
+    if not pairs:
         return
     chart.ensure_accounts(
-        ledger, [(f"limit {k.describe()}", limit_account(user_account, k)) for k in keys]
+        ledger, [(f"limit {k.describe()}", limit_account(u, k)) for u, k in pairs]
     )
-    fundings = [funding_transfer(user_account, k, limits) for k in keys]
+    fundings = [funding_transfer(u, k, limits) for u, k in pairs]
     results = ledger.create_transfers(fundings)
-    for key, result in zip(keys, results, strict=True):
+    for (_, key), result in zip(pairs, results, strict=True):
         if result.status not in FUNDED:
             raise ClearingError(f"funding limit {key.describe()}: ledger answered {result.status}")

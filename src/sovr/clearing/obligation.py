@@ -17,6 +17,7 @@ Construction validates everything; a bad field raises `ObligationError` naming i
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,6 +32,7 @@ BUNDLE_SKUS: tuple[Sku, ...] = (Sku.MILK, Sku.EGGS, Sku.BREAD)
 BUNDLE_PRICE_CENTS = 750
 BUNDLE_AMOUNT_MIN_CENTS = len(BUNDLE_SKUS)  # at least one cent per leg
 assert sum(PRICES_CENTS[s] for s in BUNDLE_SKUS) == BUNDLE_PRICE_CENTS
+TIMEOUT_SECONDS_MAX = 30 * 24 * 3600  # a hold longer than 30 days is a mistake, not a hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,11 @@ class Obligation:
     `at` is the moment that decides the limit periods (UTC day and month). The Credit
     Terminal should pass its own clock at receipt, not a time the client claims, or a client
     could spend yesterday's unused limit.
+
+    `timeout_seconds` > 0 makes it an authorization: every transfer of the chain is pending
+    and expires after that many seconds unless captured or voided. `attestation_digest`, when
+    given, is spent by the chain (an attestation clears one obligation, ever). `reference`
+    is the caller's; it enters no transfer, only the `fingerprint`.
     """
 
     caller_id: str
@@ -58,6 +65,9 @@ class Obligation:
     purpose_account_id: int | None
     sku: Sku | None
     at: datetime
+    reference: str = ""
+    timeout_seconds: int = 0
+    attestation_digest: bytes | None = None
 
     def __post_init__(self) -> None:
         check_text("caller_id", self.caller_id)
@@ -70,6 +80,16 @@ class Obligation:
         self._check_purpose()
         if not isinstance(self.at, datetime) or self.at.utcoffset() is None:
             raise ObligationError("at", "must be a timezone-aware datetime")
+        if not isinstance(self.reference, str) or len(self.reference.encode()) > 256:
+            raise ObligationError("reference", "must be text of at most 256 UTF-8 bytes")
+        timeout = self.timeout_seconds
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or not (
+            0 <= timeout <= TIMEOUT_SECONDS_MAX
+        ):
+            raise ObligationError("timeout_seconds", f"must be 0 to {TIMEOUT_SECONDS_MAX}")
+        digest = self.attestation_digest
+        if digest is not None and (not isinstance(digest, bytes) or len(digest) != 32):
+            raise ObligationError("attestation_digest", "must be 32 bytes or None")
 
     def _check_purpose(self) -> None:
         purpose = self.purpose_account_id
@@ -97,6 +117,18 @@ class Obligation:
     def obligation_id(self) -> int:
         """The id of leg 0: what the Credit Terminal reports as the transfer id."""
         return intent_transfer_id(self.caller_id, self.intent_id, 0)
+
+    @property
+    def fingerprint(self) -> int:
+        """64 bits identifying everything the caller said (leg 0's `user_data_64`): the same
+        intent id with any other content conflicts instead of passing as a duplicate."""
+        parts = (
+            "authorize" if self.timeout_seconds else "clear", self.user.canonical,
+            str(self.amount_cents), str(self.purpose_account_id), str(int(self.sku or 0)),
+            self.reference, str(self.timeout_seconds),
+        )
+        message = "\x1f".join(parts).encode("utf-8")
+        return int.from_bytes(hashlib.blake2b(message, digest_size=8).digest(), "big")
 
     def legs(self) -> tuple[Leg, ...]:
         if self.sku is None:
