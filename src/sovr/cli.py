@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import signal
+import os
 import tempfile
-import threading
 from collections.abc import Iterator
 from typing import Annotated
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,7 +23,12 @@ from rich.table import Table
 
 import sovr
 import sovr.ledger
+from sovr import server
+from sovr.attestor import Attestor, AttestorKeyError
 from sovr.bench import ledger as ledger_bench
+from sovr.bench import terminal as terminal_bench
+from sovr.gateway.keys import DEFAULT_RATE_PER_SECOND, KeyStore, Scope
+from sovr.gateway.logs import configure_logging
 
 HELP = "\n\n".join(
     [
@@ -35,11 +41,16 @@ HELP = "\n\n".join(
         "cluster's replicas. When set, sovr uses that cluster as its ledger instead of the "
         "embedded one.",
         "[cyan]TIGERBEETLE_CLUSTER_ID[/cyan]: that cluster's id (default: 0).",
+        "[cyan]SOVR_HOST[/cyan] / [cyan]SOVR_PORT[/cyan]: where `sovr up` listens (default "
+        "127.0.0.1:8080). [cyan]SOVR_TERMINAL_ID[/cyan]: this terminal's name in logs and the "
+        "rejection log (default: the host name). [cyan]SOVR_LOG_LEVEL[/cyan]: INFO (default) "
+        "logs one JSON line per request; WARNING logs only problems.",
         "[cyan]ATTESTOR_PRIVATE_KEY[/cyan] (hex) or [cyan]ATTESTOR_KEYSTORE_FILE[/cyan] with "
         "[cyan]ATTESTOR_KEYSTORE_PASSWORD[/cyan] or [cyan]ATTESTOR_KEYSTORE_PASSWORD_FILE[/cyan]: "
-        "the attestor's signing key; [cyan]ATTESTOR_ALLOWED_SIGNERS[/cyan]: the addresses whose "
-        "attestations are accepted. Read by the attestor module (sovr.attestor); no command "
-        "serves it over HTTP yet.",
+        "the attestor's signing key (default: a development key generated into "
+        "$SOVR_DATA_DIR/attestor). [cyan]ATTESTOR_ALLOWED_SIGNERS[/cyan]: the addresses whose "
+        "attestations the terminal accepts (default: the attestor's own). "
+        "[cyan]SOVR_ATTESTATION_MAX_AGE_SECONDS[/cyan]: how old an attestation may be (3600).",
         "[cyan]ORACLE_LEDGER_DATABASE_URL[/cyan]: reserved for the PostgreSQL mirror, which is "
         "not in this version yet; no command reads it today.",
     ]
@@ -56,6 +67,8 @@ bench_app = typer.Typer(
     help="Measure sovr's components.", no_args_is_help=True, rich_markup_mode="rich"
 )
 app.add_typer(bench_app, name="bench")
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -63,38 +76,136 @@ err_console = Console(stderr=True)
 
 @app.command()
 def up() -> None:
-    """Open the ledger and keep it open until Ctrl-C or SIGTERM.
+    """Start the whole network on this machine until Ctrl-C or SIGTERM.
 
-    The embedded engine in $SOVR_DATA_DIR/ledger, or the TigerBeetle cluster that TIGERBEETLE_ADDRESSES names. (Later versions add sovr's HTTP services here.)
+    The ledger (embedded in $SOVR_DATA_DIR/ledger, or the TigerBeetle cluster TIGERBEETLE_ADDRESSES names), the Credit Terminal and the Attestor, on http://$SOVR_HOST:$SOVR_PORT (default 127.0.0.1:8080). On a data directory with no API key yet, it creates a development key for caller "dev" with every scope and writes it to $SOVR_DATA_DIR/development-api-key.
     """  # noqa: E501 - one paragraph per line: the help output wraps it.
-    url = sovr.ledger.default_url()
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    settings = server.Settings.from_env()
+    configure_logging(os.environ.get("SOVR_LOG_LEVEL", "INFO"))
     try:
-        try:
-            ledger = sovr.ledger.connect(url)
-        except sovr.ledger.LedgerError as error:
-            err_console.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(1) from None
-        try:
-            ledger.lookup_accounts([1])  # A round trip: the ledger answers.
-            where = url.removeprefix("embedded://") if url.startswith("embedded://") else url
-            console.print(f"ledger: {url}", soft_wrap=True)
-            console.print(f"[green]ledger ready[/green] at {where}. Ctrl-C or SIGTERM stops.")
-            while not stop.wait(0.5):
-                pass
-            console.print("stopping")
-        except sovr.ledger.LedgerError as error:
-            err_console.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(1) from None
-        finally:
-            ledger.close()
-        console.print("ledger closed")
+        network = server.Network.open(settings)
+    except (sovr.ledger.LedgerError, AttestorKeyError, ValueError) as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    try:
+        _announce(network)
+        config = uvicorn.Config(network.app, host=settings.host, port=settings.port,
+                                log_config=None, access_log=False, lifespan="off")
+        uvicorn.Server(config).run()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        network.close()
+        console.print("stopped; ledger closed")
+
+
+def _announce(network: server.Network) -> None:
+    settings = network.settings
+    created = server.ensure_development_key(network.keys, settings.data_dir)
+    _, development = server.load_attestor(settings.data_dir)
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"ledger:    {settings.ledger_url}", soft_wrap=True)
+    console.print(f"terminal:  {base}/v1  (OpenAPI docs: {base}/docs)", soft_wrap=True)
+    console.print(f"attestor:  {base}/v1/attestations  (signer {network.attestor.address}"
+                  + (", a development key: set ATTESTOR_PRIVATE_KEY for real use)"
+                     if development else ")"), soft_wrap=True)
+    key_file = settings.data_dir / server.DEV_KEY_FILE
+    if created:
+        console.print(f"API key:   created a development key (all scopes) in {key_file}",
+                      soft_wrap=True)
+    elif key_file.exists():
+        console.print(f"API key:   the development key is in {key_file}", soft_wrap=True)
+    else:
+        console.print("API key:   create one with `sovr keys create --caller NAME --scope "
+                      "studio`", soft_wrap=True)
+    console.print("[green]ready[/green]. Ctrl-C or SIGTERM stops.")
+
+
+@app.command()
+def init() -> None:
+    """Create the data directory, the chart of accounts and a development API key (idempotent; `sovr up` does the same at start)."""  # noqa: E501
+    settings = server.Settings.from_env()
+    try:
+        network = server.Network.open(settings)
+    except (sovr.ledger.LedgerError, AttestorKeyError, ValueError) as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    try:
+        created = server.ensure_development_key(network.keys, settings.data_dir)
+        console.print(f"chart of accounts ready in {settings.ledger_url}", soft_wrap=True)
+        if created:
+            console.print(f"development API key written to "
+                          f"{settings.data_dir / server.DEV_KEY_FILE}", soft_wrap=True)
+    finally:
+        network.close()
+
+
+def _key_store() -> KeyStore:
+    settings = server.Settings.from_env()
+    return KeyStore(settings.data_dir / "gateway" / "keys.sqlite3")
+
+
+@keys_app.command("create")
+def keys_create(
+    caller: Annotated[str, typer.Option(help="The client this key belongs to; transfer ids "
+                                        "are derived from it.")],
+    scope: Annotated[list[Scope], typer.Option(help="Repeat for several scopes.")],
+    rate: Annotated[int, typer.Option(min=1, help="Requests a second (token bucket).")] = (
+        DEFAULT_RATE_PER_SECOND),
+) -> None:
+    """Create an API key and print its token (shown once; only its hash is kept)."""
+    store = _key_store()
+    try:
+        key, token = store.create(caller, list(scope), rate_per_second=rate)
+    except ValueError as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    err_console.print(f"key {key.key_id} for caller {key.caller}, scopes "
+                      f"{', '.join(sorted(key.scopes))}:")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their tokens)."""
+    store = _key_store()
+    table = Table("key id", "caller", "scopes", "rate/s", "revoked")
+    for key in store.list():
+        table.add_row(key.key_id, key.caller, ",".join(sorted(key.scopes)),
+                      str(key.rate_per_second), "yes" if key.revoked_at else "")
+    store.close()
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key (running terminals stop accepting it within 5 s)."""
+    store = _key_store()
+    try:
+        store.revoke(key_id)
+    except ValueError as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    console.print(f"revoked {key_id}")
+
+
+@app.command()
+def attestor(
+    port: Annotated[int, typer.Option(help="Where the attestor listens.")] = 8081,
+) -> None:
+    """Run the Attestor alone (sign and verify EIP-712 intents; no ledger)."""
+    settings = server.Settings.from_env()
+    configure_logging(os.environ.get("SOVR_LOG_LEVEL", "INFO"))
+    try:
+        app_, signer = server.attestor_app(settings)
+    except (AttestorKeyError, ValueError) as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(f"attestor:  http://{settings.host}:{port}/v1/attestations (signer {signer})",
+                  soft_wrap=True)
+    uvicorn.run(app_, host=settings.host, port=port, log_config=None, access_log=False)
 
 
 def parse_batch_sizes(value: str) -> list[int]:
@@ -222,3 +333,57 @@ def results_table(result: ledger_bench.LedgerBenchResult) -> Table:
 
 if __name__ == "__main__":
     app()
+
+
+@bench_app.command("terminal")
+def bench_terminal(
+    url: Annotated[str | None, typer.Option(
+        help="A running terminal (http://HOST:PORT). Default: start `sovr up` on a fresh "
+        "temporary data directory and stop it afterwards.")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="SOVR_API_KEY", help="With --url: a key with the operator scope.")] = None,
+    users: Annotated[int, typer.Option(min=1, help="Distinct payers.")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, max=8189)] = 8189,
+    batches: Annotated[int, typer.Option(min=1)] = 6,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated concurrencies for "
+                                             "single-intent requests.")] = "16,64,256",
+    seconds: Annotated[float, typer.Option(min=0.1, help="Seconds per concurrency.")] = 8.0,
+    offered_rate: Annotated[int, typer.Option(min=0, help="Open-loop rate for the latency "
+                                              "phase (0 skips it).")] = 2000,
+    offered_seconds: Annotated[float, typer.Option(min=0.1)] = 10.0,
+) -> None:
+    """Clear signed intents over HTTP; print cleared intents/s and latency p50/p99.
+
+    With --url, set ATTESTOR_PRIVATE_KEY to the key of an attestor that terminal accepts.
+    """
+    levels = tuple(int(c) for c in concurrency.split(",") if c.strip())
+    config = terminal_bench.BenchConfig(users, batch_size, batches, levels, seconds,
+                                        offered_rate, offered_seconds)
+    table = Table("phase", "cleared", "refused", "intents/s", "p50 ms", "p99 ms")
+
+    def report(phase: terminal_bench.Phase) -> None:
+        console.print(f"{phase.name}: {phase.per_second:,.0f} intents/s, "
+                      f"p50 {phase.percentile_ms(0.5):.1f} ms, "
+                      f"p99 {phase.percentile_ms(0.99):.1f} ms")
+        table.add_row(phase.name, f"{phase.cleared:,}", f"{phase.refused:,}",
+                      f"{phase.per_second:,.0f}", f"{phase.percentile_ms(0.5):.1f}",
+                      f"{phase.percentile_ms(0.99):.1f}")
+
+    with _terminal_target(url, api_key) as (base, key, attestor_key):
+        console.print(f"terminal: {base}; attestation verification on; {users} payers")
+        asyncio.run(terminal_bench.run_bench(base, key, Attestor(attestor_key), config, report))
+    console.print(table)
+
+
+@contextlib.contextmanager
+def _terminal_target(url: str | None, api_key: str | None):
+    if url is None:
+        with terminal_bench.local_terminal() as target:
+            yield target
+        return
+    attestor_key = os.environ.get("ATTESTOR_PRIVATE_KEY")
+    if not api_key or not attestor_key:
+        err_console.print("[red]error:[/red] with --url, give --api-key (or SOVR_API_KEY) and "
+                          "ATTESTOR_PRIVATE_KEY")
+        raise typer.Exit(2)
+    yield url.rstrip("/"), api_key, attestor_key

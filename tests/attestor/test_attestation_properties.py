@@ -146,3 +146,13 @@ def test_fast_checksum_equals_eth_utils(address: bytes) -> None:
     text = "0x" + address.hex()
     assert checksum_address(text) == to_checksum_address(text)
     assert checksum_address(text.upper().replace("0X", "0x")) == to_checksum_address(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(intent=intents)
+def test_fast_signature_equals_eth_accounts(intent: CheckoutIntent) -> None:
+    """`Attestor.sign` uses libsecp256k1 directly; eth-account's signature is the reference."""
+    from eth_account import Account
+
+    expected = Account.sign_message(intent.signable(), ATTESTOR_KEY).signature
+    assert ATTESTOR.sign(intent).signature == bytes(expected)

@@ -123,9 +123,10 @@ class Clearer:
     def __init__(self, ledger: Ledger, limits: Limits = DEFAULT_LIMITS) -> None:
         self.ledger = ledger
         self.limits = limits
-        self._prepared: set[int] = set()  # accounts known to exist (and limits funded)
         self._lock = threading.Lock()
         chart.ensure_chart(ledger)
+        # Accounts known to exist (and, for limit accounts, funded).
+        self._prepared: set[int] = set(chart.BY_ID)
 
     # Obligations -----------------------------------------------------------------------
 
@@ -149,6 +150,14 @@ class Clearer:
                     tuple(key for key, _ in charges))
 
     # Preparing accounts ----------------------------------------------------------------
+
+    def needs_prepare(self, plans: Iterable[Plan]) -> bool:
+        """Whether any account these plans debit is not yet known to exist (cheap)."""
+        prepared = self._prepared
+        return any(t.debit_account_id not in prepared for plan in plans for t in plan.transfers)
+
+    def needs_prepare_users(self, users: Iterable[UserKey]) -> bool:
+        return any(user.account_id not in self._prepared for user in users)
 
     def prepare(self, plans: Iterable[Plan]) -> None:
         """Create (once per Clearer) the user and limit accounts these plans debit."""
@@ -179,7 +188,7 @@ class Clearer:
         limits.ensure_limit_accounts_many(self.ledger, missing_keys, self.limits)
         with self._lock:
             if len(self._prepared) > PREPARED_CACHE_MAX:
-                self._prepared.clear()
+                self._prepared = set(chart.BY_ID)
             self._prepared.update(user.account_id for user in missing_users)
             self._prepared.update(key.account_id(user_account)
                                   for user_account, keys in missing_keys for key in keys)

@@ -1,0 +1,134 @@
+"""One pure-ASGI middleware for every sovr service: request id, size limit, access log.
+
+- **Request id**: a client's `X-Request-Id` (1-128 visible ASCII characters) is kept,
+  anything else replaced by a fresh one; it is echoed in the response header, in every error
+  body and in every log line written while serving the request.
+- **Size limit**: a body larger than the path's limit is refused with 413 before it is read
+  whole (the declared `Content-Length` is checked first; a chunked body is counted as it
+  arrives).
+- **Access log**: one JSON line per request: method, path, status, duration, caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+import orjson
+
+from sovr.gateway.errors import ApiError
+from sovr.gateway.logs import REQUEST_ID
+
+access_log = logging.getLogger("sovr.access")
+log = logging.getLogger("sovr.http")
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class GatewayMiddleware:
+    def __init__(self, app, *, max_body_bytes: Callable[[str], int]) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        token = REQUEST_ID.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = [500]
+        try:
+            limit = self.max_body_bytes(scope["path"])
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                await _send_error(send, request_id, _too_large(limit), status_holder)
+                return
+            await self._serve(scope, _limited(receive, limit), send, request_id, status_holder,
+                              limit)
+        finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("request", extra={
+                    "method": scope["method"], "path": scope["path"],
+                    "status": status_holder[0], "duration_ms": round(duration_ms, 3),
+                    "caller": scope["state"].get("caller"),
+                })
+            REQUEST_ID.reset(token)
+
+    async def _serve(self, scope, receive, send, request_id, status_holder, limit) -> None:
+        header = (b"x-request-id", request_id.encode())
+        started_response = [False]
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                started_response[0] = True
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except BodyTooLarge:
+            if not started_response[0]:
+                await _send_error(send, request_id, _too_large(limit), status_holder)
+        except Exception:
+            # Caught here, not by a FastAPI handler: Starlette re-raises after its handler,
+            # and the server then drops the keep-alive connection.
+            log.exception("unhandled error")
+            if not started_response[0]:
+                error = ApiError(500, "internal_error",
+                                 "an internal error; nothing was acknowledged")
+                await _send_error(send, request_id, error, status_holder)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"the request body exceeds {limit} bytes")
+
+
+def _request_id(scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return value.decode()
+    return uuid.uuid4().hex
+
+
+def _content_length(scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _limited(receive, limit: int):
+    seen = [0]
+
+    async def receive_limited():
+        message = await receive()
+        if message["type"] == "http.request":
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > limit:
+                raise BodyTooLarge()
+        return message
+
+    return receive_limited
+
+
+async def _send_error(send, request_id: str, error: ApiError, status_holder) -> None:
+    status_holder[0] = error.status
+    body = orjson.dumps(error.body(request_id))
+    await send({"type": "http.response.start", "status": error.status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()), (b"connection", b"close"),
+    ]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,191 @@
+"""The all-in-one process: ledger, Credit Terminal and Attestor behind one HTTP server.
+
+`Network.open(settings)` opens everything `sovr up` serves; `network.app` is the ASGI app
+(tests drive it with a real uvicorn server). Settings come from the environment
+(`Settings.from_env`), each with a default that is safe on one machine:
+
+| variable                          | default                        | what                        |
+|-----------------------------------|--------------------------------|-----------------------------|
+| `SOVR_DATA_DIR`                   | `./data`                       | all local state             |
+| `SOVR_HOST` / `SOVR_PORT`         | `127.0.0.1` / `8080`           | where HTTP listens          |
+| `SOVR_TERMINAL_ID`                | the host name                  | names this terminal in logs |
+| `SOVR_ATTESTATION_MAX_AGE_SECONDS`| 3600                           | seed 003's `max_age_seconds`|
+| `ATTESTOR_PRIVATE_KEY` / keystore | a development key, generated   | the attestor's signing key  |
+| `ATTESTOR_ALLOWED_SIGNERS`        | the attestor's own address     | whose attestations clear    |
+
+With no attestor key configured, a development key is generated once into
+`<data dir>/attestor/development-key` (mode 0600) and announced as such: fine on a laptop,
+never what production should run (set `ATTESTOR_PRIVATE_KEY` or a keystore).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+import sovr
+import sovr.ledger
+from sovr.attestor import (
+    DEFAULT_MAX_AGE_SECONDS,
+    DEFAULT_MAX_FUTURE_SKEW_SECONDS,
+    Attestor,
+    load_private_key,
+    parse_allowed_signers,
+)
+from sovr.attestor.http import attestor_router
+from sovr.attestor.keys import ENV_ALLOWED_SIGNERS, ENV_KEYSTORE_FILE, ENV_PRIVATE_KEY
+from sovr.gateway.http import Gateway
+from sovr.gateway.keys import KeyStore, Scope
+from sovr.gateway.middleware import GatewayMiddleware
+from sovr.ledger import Ledger
+from sovr.terminal.http import add_batch_schema, install_error_handlers, terminal_router
+from sovr.terminal.rejections import RejectionLog
+from sovr.terminal.schemas import BATCH_INTENTS_MAX
+from sovr.terminal.service import AttestationPolicy, Terminal
+
+BATCH_BODY_BYTES_MAX = BATCH_INTENTS_MAX * 2048  # ~16 MiB: 8,189 intents of up to 2 KiB
+BODY_BYTES_MAX = 64 * 1024
+DEV_KEY_FILE = "development-api-key"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    ledger_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    terminal_id: str = "terminal"
+    max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS
+    max_future_skew_seconds: int = DEFAULT_MAX_FUTURE_SKEW_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            data_dir=Path(env.get("SOVR_DATA_DIR") or "data").absolute(),
+            ledger_url=sovr.ledger.default_url(),
+            host=env.get("SOVR_HOST") or "127.0.0.1",
+            port=int(env.get("SOVR_PORT") or 8080),
+            terminal_id=env.get("SOVR_TERMINAL_ID") or socket.gethostname(),
+            max_age_seconds=int(env.get("SOVR_ATTESTATION_MAX_AGE_SECONDS")
+                                or DEFAULT_MAX_AGE_SECONDS),
+        )
+
+
+def load_attestor(data_dir: Path, environ=None) -> tuple[Attestor, bool]:
+    """(attestor, is_development_key): the configured key, or a generated one."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_PRIVATE_KEY) or env.get(ENV_KEYSTORE_FILE):
+        return Attestor(load_private_key(env)), False
+    path = data_dir / "attestor" / "development-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("0x" + secrets.token_hex(32) + "\n")
+    return Attestor(path.read_text().strip()), True
+
+
+def allowed_signers(attestor: Attestor, environ=None) -> frozenset[str]:
+    env = os.environ if environ is None else environ
+    configured = env.get(ENV_ALLOWED_SIGNERS)
+    if configured:
+        return frozenset(parse_allowed_signers(configured))
+    return frozenset({attestor.address})
+
+
+def ensure_development_key(keys: KeyStore, data_dir: Path) -> str | None:
+    """On a store with no keys at all, create an all-scope key for caller `dev`; its token
+    goes to `<data dir>/development-api-key` (0600). Returns the token if created now."""
+    if keys.list():
+        return None
+    _, token = keys.create("dev", list(Scope))
+    path = data_dir / DEV_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def max_body_bytes(path: str) -> int:
+    return BATCH_BODY_BYTES_MAX if path.endswith("/batch") else BODY_BYTES_MAX
+
+
+class Network:
+    """Everything one `sovr up` process serves, and its closing."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, attestor: Attestor,
+                 signers: frozenset[str]) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.attestor = attestor
+        self.keys = KeyStore(settings.data_dir / "gateway" / "keys.sqlite3")
+        self.rejection_log = RejectionLog(
+            settings.data_dir / "terminal" / "rejections.sqlite3", settings.terminal_id)
+        policy = AttestationPolicy(signers, settings.max_age_seconds,
+                                   settings.max_future_skew_seconds)
+        self.terminal = Terminal(ledger, policy=policy, rejection_log=self.rejection_log)
+        self.gateway = Gateway(self.keys)
+        self.app = build_app(self)
+
+    @classmethod
+    def open(cls, settings: Settings, environ=None) -> Network:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        attestor, _ = load_attestor(settings.data_dir, environ)
+        ledger = sovr.ledger.connect(settings.ledger_url)
+        try:
+            return cls(settings, ledger, attestor, allowed_signers(attestor, environ))
+        except BaseException:
+            ledger.close()
+            raise
+
+    def close(self) -> None:
+        self.terminal.close()
+        self.rejection_log.close()
+        self.keys.close()
+        self.ledger.close()
+
+
+def build_app(network: Network) -> FastAPI:
+    app = FastAPI(
+        title="sovr", version=sovr.__version__,
+        description="The Credit Terminal and the Attestor: signed obligation intents cleared "
+        "in the ledger. Authenticate with `Authorization: Bearer <API key>`.",
+    )
+    install_error_handlers(app)
+    app.include_router(terminal_router(network.terminal, network.gateway))
+    settings = network.settings
+    app.include_router(attestor_router(
+        network.attestor, network.gateway, allowed_signers=network.terminal.policy.allowed_signers,
+        max_age_seconds=settings.max_age_seconds,
+        max_future_skew_seconds=settings.max_future_skew_seconds))
+
+    @app.get("/v1/health", tags=["health"], summary="Is the ledger answering?")
+    async def health() -> dict:
+        await asyncio.to_thread(network.ledger.lookup_accounts, [1])
+        return {"status": "ok", "terminal_id": settings.terminal_id}
+
+    add_batch_schema(app)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=max_body_bytes)
+    return app
+
+
+def attestor_app(settings: Settings, environ=None) -> tuple[FastAPI, str]:
+    """The Attestor alone (`sovr attestor`): signing and verification, no ledger."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    attestor, _ = load_attestor(settings.data_dir, environ)
+    keys = KeyStore(settings.data_dir / "gateway" / "keys.sqlite3")
+    app = FastAPI(title="sovr attestor", version=sovr.__version__)
+    install_error_handlers(app)
+    app.include_router(attestor_router(
+        attestor, Gateway(keys), allowed_signers=allowed_signers(attestor, environ),
+        max_age_seconds=settings.max_age_seconds,
+        max_future_skew_seconds=settings.max_future_skew_seconds))
+    app.add_middleware(GatewayMiddleware, max_body_bytes=max_body_bytes)
+    return app, attestor.address

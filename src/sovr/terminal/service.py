@@ -1,0 +1,465 @@
+"""The Credit Terminal's service: intents in, ledger chains out, one outcome per intent.
+
+No web code here: `sovr.terminal.http` turns HTTP requests into these calls. One `Terminal`
+per process, shared by every request; every method is a coroutine, and all ledger writes
+go through one `Coalescer`, so concurrent requests share ledger round trips.
+
+Clearing a list of intents (one, or a batch of up to 8,189):
+
+1. **Admit** each intent (CPU only): its fields, then its attestation (`sovr.attestor.verify`:
+   signer allowed, same data, not expired, not from the future), then the obligation and its
+   chain (`Clearer.plan`; the single-transfer limit). A broken field is `invalid` (fix it and
+   resend; nothing is recorded); a failed check is a *rejection*.
+2. **Prepare** accounts the chains debit, if this terminal has not yet (new users, new
+   periods): two ledger requests for the whole list.
+3. **Submit** every chain through the coalescer and read each chain's results.
+4. **Make rejections final**: an intent refused before the ledger, or by a limit link, has
+   not burnt leg 0's id, so the terminal sends a tombstone under that id (and under the
+   attestation-use id, so a refused attestation can never be used by anyone). The tombstone's
+   status also says what the id had seen before: `exceeds_credits` (first rejection),
+   `id_already_failed` (rejected before: the original reason is answered, from the log), or
+   `exists*` (that intent had cleared: its outcome is answered).
+5. **Log** every refused intent in the rejection log (one group commit) before answering.
+
+Replays are checked by the ledger (the attestation-use link), never by this process's
+memory, so they hold across restarts and across terminals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import tigerbeetle as tb
+
+from sovr.attestor import (
+    DEFAULT_MAX_AGE_SECONDS,
+    DEFAULT_MAX_FUTURE_SKEW_SECONDS,
+    REPLAY_CHECKED_BY_LEDGER,
+    Attestation,
+    AttestationError,
+    CheckoutIntent,
+    IntentInvalid,
+    verify,
+)
+from sovr.clearing import chart, ids
+from sovr.clearing.clear import (
+    TOMBSTONED,
+    Cleared,
+    Clearer,
+    Plan,
+    Rejected,
+    deposit_plan,
+    read_chain,
+    settlement_chain,
+    tombstone_transfer,
+)
+from sovr.clearing.codes import RejectReason, TransferCode
+from sovr.clearing.errors import ObligationError
+from sovr.clearing.ids import UserKey
+from sovr.clearing.limits import DEFAULT_LIMITS, Limits
+from sovr.clearing.obligation import Obligation
+from sovr.ledger import BATCH_EVENTS_MAX, Ledger
+from sovr.terminal.coalescer import Coalescer
+from sovr.terminal.outcomes import IntentOutcome, TerminalError, invalid
+from sovr.terminal.rejections import RejectionLog, RejectionRecord
+from sovr.terminal.schemas import PURPOSES, FundingIn, IntentIn
+
+log = logging.getLogger("sovr.terminal")
+TS = tb.CreateTransferStatus
+TF = tb.TransferFlags
+HISTORY_LIMIT_MAX = 8189
+MESSAGES = {
+    RejectReason.SINGLE_TRANSFER_LIMIT_EXCEEDED: "the amount is above the single-transfer limit",
+    RejectReason.DAILY_LIMIT_EXCEEDED: "this would exceed the user's daily limit",
+    RejectReason.MONTHLY_LIMIT_EXCEEDED: "this would exceed the user's monthly limit",
+    RejectReason.SKU_DAILY_LIMIT_EXCEEDED: "this would exceed the user's daily limit for the SKU",
+    RejectReason.BUNDLE_LIMIT_EXCEEDED: "this would exceed the user's daily essentials limit",
+    RejectReason.INSUFFICIENT_FUNDS: "the user's available balance is too low",
+    RejectReason.ATTESTATION_REPLAYED: "the attestation was already used for another intent",
+    RejectReason.INTENT_CONFLICT: "this intent id was already used with different content",
+    RejectReason.INTENT_PREVIOUSLY_REJECTED: "this intent id was rejected before; "
+    "rejections are final",
+    RejectReason.LEDGER_REFUSED: "the ledger refused the transfer",
+}
+
+
+@dataclass(frozen=True)
+class AttestationPolicy:
+    allowed_signers: frozenset[str]
+    max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS
+    max_future_skew_seconds: int = DEFAULT_MAX_FUTURE_SKEW_SECONDS
+
+
+@dataclass(slots=True)
+class _Refusal:
+    code: str
+    message: str
+    field: str | None = None
+    ledger_status: str | None = None
+    conflict: bool = False
+
+
+@dataclass(slots=True)
+class _Work:
+    """One intent on its way through `clear_many`."""
+
+    item: IntentIn
+    obligation_id: int
+    outcome: IntentOutcome | None = None
+    plan: Plan | None = None
+    refusal: _Refusal | None = None
+    digest: bytes | None = None
+    signer: str | None = None
+    needs_tombstone: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Terminal:
+    def __init__(
+        self, ledger: Ledger, *, policy: AttestationPolicy, rejection_log: RejectionLog,
+        limits: Limits = DEFAULT_LIMITS, clock=time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.policy = policy
+        self.rejection_log = rejection_log
+        self.clearer = Clearer(ledger, limits)
+        self.clock = clock
+        self.transfers = Coalescer("ledger", self._create_chains, max_weight=BATCH_EVENTS_MAX,
+                                   weight=len)
+        self.rejections = Coalescer("rejections", rejection_log.record_many, max_weight=8189)
+
+    def close(self) -> None:
+        self.transfers.close()
+        self.rejections.close()
+
+    def _create_chains(self, chains: list[list[tb.Transfer]]) -> list[list]:
+        results = self.ledger.create_transfers([t for chain in chains for t in chain])
+        split, start = [], 0
+        for chain in chains:
+            split.append(results[start:start + len(chain)])
+            start += len(chain)
+        assert start == len(results)
+        return split
+
+    async def _submit(self, chains: list[list[tb.Transfer]]) -> list[list]:
+        return await asyncio.wrap_future(self.transfers.submit(chains))
+
+    # Clearing ----------------------------------------------------------------------------
+
+    async def clear_many(
+        self, caller: str, items: Sequence[IntentIn | IntentOutcome], *, timeout_seconds=None,
+    ) -> list[IntentOutcome]:
+        """Clear (or, with `timeout_seconds`, authorize) each intent; one outcome each.
+
+        `items` may hold `IntentOutcome`s already (a batch item that failed its schema):
+        they pass through in place. `timeout_seconds` is per item (a list) or None.
+        """
+        now_seconds = self.clock()
+        at = datetime.fromtimestamp(now_seconds, UTC)
+        works: list[_Work | IntentOutcome] = []
+        for index, item in enumerate(items):
+            if isinstance(item, IntentOutcome):
+                works.append(item)
+                continue
+            timeout = timeout_seconds[index] if timeout_seconds else 0
+            works.append(self._admit(caller, item, now_seconds, at, timeout))
+        live = [w for w in works if isinstance(w, _Work)]
+        await self._run_plans(live)
+        await self._finish_refusals(caller, live)
+        return [w if isinstance(w, IntentOutcome) else w.outcome for w in works]
+
+    def _admit(
+        self, caller: str, item: IntentIn, now_seconds: float, at: datetime, timeout: int
+    ) -> _Work:
+        work = _Work(item, ids.intent_transfer_id(caller, item.intent_id, 0))
+        attestation, attestation_error = _parse_attestation(item.attestation)
+        timestamp = attestation.intent.timestamp_seconds if attestation else 1
+        try:
+            intent = CheckoutIntent(item.intent_id, item.wallet, item.amount_cents, item.purpose,
+                                    timestamp, item.reference)
+            user = UserKey.resolve(None, item.wallet)
+        except (IntentInvalid, ObligationError) as e:
+            work.outcome = invalid(item.intent_id, e.field, f"{e.field}: {e.rule}")
+            return work
+        if attestation_error is not None:
+            return _refuse(work, _attestation_refusal(attestation_error))
+        try:
+            verified = verify(
+                intent, attestation, allowed_signers=self.policy.allowed_signers,
+                now_seconds=now_seconds, replay_guard=REPLAY_CHECKED_BY_LEDGER,
+                max_age_seconds=self.policy.max_age_seconds,
+                max_future_skew_seconds=self.policy.max_future_skew_seconds)
+        except AttestationError as e:
+            work.signer = attestation.signer if attestation else None
+            return _refuse(work, _attestation_refusal(e))
+        work.digest, work.signer = verified.digest, verified.signer
+        sku, purpose_account = PURPOSES[item.purpose]
+        try:
+            obligation = Obligation(caller, item.intent_id, user, item.amount_cents,
+                                    purpose_account, sku, at, item.reference, timeout,
+                                    verified.digest)
+        except ObligationError as e:
+            work.outcome = invalid(item.intent_id, e.field, f"{e.field}: {e.rule}")
+            return work
+        planned = self.clearer.plan(obligation)
+        if isinstance(planned, Rejected):
+            return _refuse(work, _Refusal(planned.reason.value, _message(planned)))
+        work.plan = planned
+        return work
+
+    async def _run_plans(self, works: list[_Work]) -> None:
+        planned = [w for w in works if w.plan is not None]
+        if not planned:
+            return
+        plans = [w.plan for w in planned]
+        if self.clearer.needs_prepare(plans):
+            await asyncio.to_thread(self.clearer.prepare, plans)
+        results = await self._submit([plan.transfers for plan in plans])
+        for work, chain_results in zip(planned, results, strict=True):
+            self._read(work, read_chain(work.plan, chain_results))
+
+    def _read(self, work: _Work, result: Cleared | Rejected) -> None:
+        item = work.item
+        pending = bool(work.plan and work.plan.obligation.timeout_seconds)
+        if isinstance(result, Cleared):
+            work.outcome = IntentOutcome(
+                "authorized" if pending else "cleared", item.intent_id, result.duplicate,
+                result.transfer_id, pending, result.timestamp or None, item.amount_cents)
+            if result.duplicate:
+                work.extra["lookup"] = True
+            return
+        conflict = result.reason == RejectReason.INTENT_CONFLICT
+        refusal = _Refusal(result.reason.value, _message(result),
+                           ledger_status=result.ledger_status.name.lower(), conflict=conflict)
+        _refuse(work, refusal, tombstone=not result.final_in_ledger and not conflict)
+
+    async def _finish_refusals(self, caller: str, works: list[_Work]) -> None:
+        """Tombstones, original outcomes for retries, the rejection log; then duplicates."""
+        await self._tombstone([w for w in works if w.needs_tombstone])
+        refused = [w for w in works if w.refusal is not None]
+        records = [self._resolve_refusal(caller, w) for w in refused]
+        if records:
+            await asyncio.wrap_future(self.rejections.submit(records))
+        for work in works:
+            if work.extra.get("lookup"):
+                work.outcome = await self._current(work)
+
+    async def _tombstone(self, works: list[_Work]) -> None:
+        if not works:
+            return
+        chains = [[tombstone_transfer(w.obligation_id)] for w in works]
+        chains += [[tombstone_transfer(ids.attestation_use_id(w.digest))]
+                   for w in works if w.digest is not None]
+        results = await self._submit(chains)
+        for work, (result,) in zip(works, results[:len(works)], strict=True):
+            if result.status == TS.ID_ALREADY_FAILED:
+                work.extra["previously_rejected"] = True
+            elif result.status not in TOMBSTONED:
+                assert result.status == TS.EXISTS or result.status.name.startswith("EXISTS_")
+                work.extra["lookup"] = True  # that intent had cleared: answer its outcome
+
+    def _resolve_refusal(self, caller: str, work: _Work) -> RejectionRecord:
+        refusal = work.refusal
+        item = work.item
+        earlier = None
+        if work.extra.get("previously_rejected") or (
+            refusal.code == RejectReason.INTENT_PREVIOUSLY_REJECTED
+        ):
+            earlier = self.rejection_log.first_for(caller, item.intent_id)
+        if work.extra.get("lookup"):
+            pass  # answered below from the ledger; this request is still logged as refused
+        elif earlier is not None:
+            work.outcome = IntentOutcome("rejected", item.intent_id, True, work.obligation_id,
+                                         code=earlier.code, message=earlier.message,
+                                         field=earlier.field)
+        elif work.extra.get("previously_rejected"):  # by a terminal whose log we lack
+            reason = RejectReason.INTENT_PREVIOUSLY_REJECTED
+            work.outcome = IntentOutcome("rejected", item.intent_id, True, work.obligation_id,
+                                         code=reason.value, message=MESSAGES[reason])
+        else:
+            status = "conflict" if refusal.conflict else "rejected"
+            work.outcome = IntentOutcome(status, item.intent_id, False, work.obligation_id,
+                                         code=refusal.code, message=refusal.message,
+                                         field=refusal.field)
+        log.info("intent refused", extra={"caller": caller, "intent_id": item.intent_id,
+                                           "code": refusal.code})
+        return RejectionRecord(
+            caller=caller, intent_id=item.intent_id, code=refusal.code, message=refusal.message,
+            obligation_id=work.obligation_id, field=refusal.field,
+            ledger_status=refusal.ledger_status, intent=_narrative(work))
+
+    async def _current(self, work: _Work) -> IntentOutcome:
+        found = await asyncio.to_thread(self.ledger.lookup_transfers, [work.obligation_id])
+        assert found, "a duplicate's leg 0 exists"
+        outcome = await self._describe(work.item.intent_id, found[0])
+        outcome.duplicate = True
+        return outcome
+
+    # Status --------------------------------------------------------------------------------
+
+    async def status(self, caller: str, intent_id: str) -> IntentOutcome:
+        obligation_id = ids.intent_transfer_id(caller, intent_id, 0)
+        found = await asyncio.to_thread(self.ledger.lookup_transfers, [obligation_id])
+        if found:
+            return await self._describe(intent_id, found[0])
+        earlier = await asyncio.to_thread(self.rejection_log.first_for, caller, intent_id)
+        if earlier is None:
+            raise TerminalError("not_found", "intent_not_found",
+                                f"no intent {intent_id!r} from this caller", "intent_id")
+        return IntentOutcome("rejected", intent_id, False, obligation_id, code=earlier.code,
+                             message=earlier.message, field=earlier.field)
+
+    async def _describe(self, intent_id: str | None, leg0: tb.Transfer) -> IntentOutcome:
+        legs = await asyncio.to_thread(self._obligation_transfers, leg0.id)
+        amount = sum(t.amount for t in legs if t.code == leg0.code and not t.pending_id)
+        if leg0.code == TransferCode.DEPOSIT:
+            return IntentOutcome("funded", intent_id, False, leg0.id, False, leg0.timestamp,
+                                 leg0.amount)
+        if not leg0.flags & TF.PENDING:
+            return IntentOutcome("cleared", intent_id, False, leg0.id, False, leg0.timestamp,
+                                 amount)
+        state = _pending_state(leg0, legs, time.time_ns())
+        captured = sum(t.amount for t in legs if t.pending_id and t.code == leg0.code)
+        return IntentOutcome(state, intent_id, False, leg0.id, True, leg0.timestamp,
+                             captured if state == "captured" else amount)
+
+    def _obligation_transfers(self, obligation_id: int) -> list[tb.Transfer]:
+        found = self.ledger.query_transfers(tb.QueryFilter(
+            user_data_128=obligation_id, user_data_64=0, user_data_32=0, ledger=0, code=0,
+            timestamp_min=0, timestamp_max=0, limit=64, flags=tb.QueryFilterFlags.NONE))
+        return found or self.ledger.lookup_transfers([obligation_id])
+
+    # Authorizations -------------------------------------------------------------------------
+
+    async def settle(
+        self, authorization_id: int, *, void: bool, amount_cents: int | None = None
+    ) -> IntentOutcome:
+        """Capture (post) or void an authorization's whole pending chain."""
+        transfers = await asyncio.to_thread(self._obligation_transfers, authorization_id)
+        leg0 = next((t for t in transfers if t.id == authorization_id), None)
+        if leg0 is None or not leg0.flags & TF.PENDING:
+            raise TerminalError("not_found", "authorization_not_found",
+                                f"no authorization {authorization_id}", "authorization_id")
+        pending = [t for t in transfers if t.flags & TF.PENDING]
+        try:
+            chain = settlement_chain(pending, void=void, amount_cents=amount_cents)
+        except ObligationError as e:
+            raise TerminalError("invalid", "invalid_request", f"{e.field}: {e.rule}",
+                                e.field) from None
+        (results,) = await self._submit([chain])
+        return self._read_settlement(leg0, chain, results, void)
+
+    def _read_settlement(self, leg0, chain, results, void: bool) -> IntentOutcome:
+        statuses = [r.status for r in results]
+        done = "voided" if void else "captured"
+        amount = sum(t.amount for t in chain if t.code == leg0.code) if not void else 0
+        if all(s == TS.CREATED for s in statuses):
+            return IntentOutcome(done, None, False, leg0.id, True, results[0].timestamp, amount)
+        status = next(s for s in statuses if s not in (TS.CREATED, TS.LINKED_EVENT_FAILED))
+        if status == TS.EXISTS:
+            return IntentOutcome(done, None, True, leg0.id, True, results[0].timestamp, amount)
+        if status == TS.PENDING_TRANSFER_EXPIRED:
+            raise TerminalError("rejected", "authorization_expired",
+                                "the authorization expired; its hold was released")
+        if status in (TS.PENDING_TRANSFER_ALREADY_POSTED, TS.PENDING_TRANSFER_ALREADY_VOIDED):
+            state = "captured" if status == TS.PENDING_TRANSFER_ALREADY_POSTED else "voided"
+            raise TerminalError("conflict", f"authorization_already_{state}",
+                                f"the authorization was already {state}")
+        if status.name.startswith("EXISTS_WITH_DIFFERENT_"):
+            raise TerminalError("conflict", "capture_conflict",
+                                "the authorization was already captured with another amount")
+        raise TerminalError("rejected", "ledger_refused",
+                            f"the ledger refused the settlement: {status.name.lower()}")
+
+    # Funding -----------------------------------------------------------------------------
+
+    async def fund(self, caller: str, body: FundingIn) -> IntentOutcome:
+        try:
+            user = UserKey.resolve(body.user_id, body.wallet)
+            plan = deposit_plan(user, chart.BY_NAME[body.source].id, body.amount_cents,
+                                caller_id=f"{caller}#funding", intent_id=body.funding_id)
+        except ObligationError as e:
+            raise TerminalError("invalid", "invalid_request", f"{e.field}: {e.rule}",
+                                e.field) from None
+        if self.clearer.needs_prepare_users([user]):
+            await asyncio.to_thread(self.clearer.prepare_users, [(user, ())])
+        (results,) = await self._submit([plan.transfers])
+        result = read_chain(plan, results)
+        if isinstance(result, Cleared):
+            return IntentOutcome("funded", body.funding_id, result.duplicate, result.transfer_id,
+                                 False, result.timestamp or None, body.amount_cents)
+        if result.reason == RejectReason.INTENT_CONFLICT:
+            raise TerminalError("conflict", "funding_conflict",
+                                "this funding id was already used with different content",
+                                "funding_id")
+        raise TerminalError("rejected", result.reason.value,
+                            f"{_message(result)} ({result.ledger_status.name.lower()})")
+
+    # Reading -------------------------------------------------------------------------------
+
+    async def account_of(self, user: UserKey) -> tb.Account:
+        found = await asyncio.to_thread(self.ledger.lookup_accounts, [user.account_id])
+        if not found:
+            raise TerminalError("not_found", "user_not_found",
+                                f"no account for {user.canonical} (it is created on first use)",
+                                "user")
+        return found[0]
+
+    async def history(
+        self, user: UserKey, *, limit: int, before_timestamp: int | None
+    ) -> list[tb.Transfer]:
+        account = await self.account_of(user)
+        if not 1 <= limit <= HISTORY_LIMIT_MAX:
+            raise TerminalError("invalid", "invalid_request",
+                                f"limit: must be 1 to {HISTORY_LIMIT_MAX}", "limit")
+        account_filter = tb.AccountFilter(
+            account_id=account.id, user_data_128=0, user_data_64=0, user_data_32=0, code=0,
+            timestamp_min=0, timestamp_max=(before_timestamp - 1) if before_timestamp else 0,
+            limit=limit,
+            flags=tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS
+            | tb.AccountFilterFlags.REVERSED)
+        return await asyncio.to_thread(self.ledger.get_account_transfers, account_filter)
+
+
+# Helpers ---------------------------------------------------------------------------------
+
+
+def _parse_attestation(data) -> tuple[Attestation | None, AttestationError | None]:
+    try:
+        return Attestation.from_dict(data), None
+    except AttestationError as e:
+        return None, e
+
+
+def _attestation_refusal(error: AttestationError) -> _Refusal:
+    return _Refusal(error.code, str(error), getattr(error, "field", None))
+
+
+def _refuse(work: _Work, refusal: _Refusal, *, tombstone: bool = True) -> _Work:
+    work.refusal = refusal
+    work.needs_tombstone = tombstone
+    return work
+
+
+def _message(result: Rejected) -> str:
+    return f"{MESSAGES[result.reason]} ({result.detail})"
+
+
+def _narrative(work: _Work) -> dict:
+    item = work.item
+    return {"wallet": item.wallet, "user_id": item.user_id, "purpose": item.purpose,
+            "amount_cents": item.amount_cents, "reference": item.reference,
+            "signer": work.signer, "digest": work.digest.hex() if work.digest else None}
+
+
+def _pending_state(leg0: tb.Transfer, transfers: list[tb.Transfer], now_ns: int) -> str:
+    for t in transfers:
+        if t.pending_id == leg0.id:
+            return "captured" if t.flags & TF.POST_PENDING_TRANSFER else "voided"
+    expires_ns = leg0.timestamp + leg0.timeout * 1_000_000_000
+    return "expired" if leg0.timeout and now_ns >= expires_ns else "authorized"
