@@ -36,6 +36,7 @@ report to a client.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -351,6 +352,17 @@ def _recover(digest: bytes, signature: bytes) -> str:
 
 
 def _allowed_set(allowed_signers: Iterable[str]) -> frozenset[str]:
+    if isinstance(allowed_signers, frozenset):  # a terminal passes the same set every time
+        return _allowed_frozenset(allowed_signers)
+    return _normalize_allowed(allowed_signers)
+
+
+@functools.lru_cache(maxsize=16)
+def _allowed_frozenset(allowed_signers: frozenset[str]) -> frozenset[str]:
+    return _normalize_allowed(allowed_signers)
+
+
+def _normalize_allowed(allowed_signers: Iterable[str]) -> frozenset[str]:
     if isinstance(allowed_signers, str | bytes):
         raise TypeError("allowed_signers must be a collection of addresses, not one string")
     allowed = set()

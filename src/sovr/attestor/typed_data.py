@@ -48,13 +48,12 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from Crypto.Hash import keccak as _keccak_module
 from eth_account.messages import SignableMessage, encode_typed_data
+from sha3 import keccak_256
 
 from sovr.attestor.errors import IntentInvalid
 
@@ -110,9 +109,9 @@ TYPES: Final[dict[str, list[dict[str, str]]]] = {
 }
 
 def keccak(data: bytes) -> bytes:
-    """keccak256 (Ethereum's, not SHA3-256), straight from pycryptodome: eth_utils' wrapper
-    costs several µs a call and an intent takes six."""
-    return _keccak_module.new(data=data, digest_bits=256).digest()
+    """keccak256 (Ethereum's, not SHA3-256) from safe-pysha3's C code: ~0.7 µs a call,
+    against ~7 µs through pycryptodome's ctypes wrapper, and an intent takes six."""
+    return keccak_256(data).digest()
 
 
 @functools.lru_cache(maxsize=65536)
@@ -141,6 +140,7 @@ _DOMAIN_SEPARATOR: Final = keccak(
 )
 _ADDRESS_PAD: Final = bytes(12)
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _ZERO_ADDRESS = "0x" + "0" * 40
@@ -262,9 +262,11 @@ def _check_text(field: str, value: object) -> None:
         raise IntentInvalid(field, f"must be at most {TEXT_MAX_BYTES} UTF-8 bytes, got {size}")
     if value != value.strip():
         raise IntentInvalid(field, "must not start or end with white space")
-    for ch in value:
-        if unicodedata.category(ch) == "Cc":
-            raise IntentInvalid(field, f"must not contain control character U+{ord(ch):04X}")
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise IntentInvalid(
+            field, f"must not contain control character U+{ord(control.group()):04X}"
+        )
 
 
 def check_wallet(field: str, value: object) -> str:

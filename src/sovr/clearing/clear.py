@@ -230,27 +230,29 @@ def _chain(
     timeout = obligation.timeout_seconds
     links: list[_Link] = []
     if obligation.attestation_digest is not None:
-        links.append(_Link(_attestation_use(obligation), "attestation",
+        links.append(_Link(_attestation_use(obligation, obligation_id), "attestation",
                            RejectReason.ATTESTATION_REPLAYED, "attestation use"))
     fingerprint = obligation.fingerprint
     for index, leg in enumerate(legs):
-        transfer = _leg_transfer(obligation, index, leg, user_account, fingerprint)
+        transfer = _leg_transfer(obligation, index, leg, user_account, fingerprint,
+                                 obligation_id)
         links.append(_Link(transfer, "leg", RejectReason.INSUFFICIENT_FUNDS, f"leg {index}"))
     for key, amount_cents in charges:
         transfer = limits.charge_transfer(obligation.caller_id, obligation.intent_id,
                                           obligation_id, user_account, key, amount_cents)
         links.append(_Link(transfer, "charge", key.reason, f"limit {key.describe()}"))
-    for link in links:
-        if timeout and link.role != "attestation":
-            link.transfer.flags |= TF.PENDING
-            link.transfer.timeout = timeout
     for link in links[:-1]:
-        link.transfer.flags |= LINKED
+        link.transfer.flags = LINKED
+    if timeout:
+        for link in links:
+            if link.role != "attestation":
+                link.transfer.flags |= TF.PENDING
+                link.transfer.timeout = timeout
     assert not links[-1].transfer.flags & LINKED
     return tuple(links)
 
 
-def _attestation_use(obligation: Obligation) -> tb.Transfer:
+def _attestation_use(obligation: Obligation, obligation_id: int) -> tb.Transfer:
     assert obligation.attestation_digest is not None
     return tb.Transfer(
         id=ids.attestation_use_id(obligation.attestation_digest),
@@ -259,21 +261,23 @@ def _attestation_use(obligation: Obligation) -> tb.Transfer:
         amount=0,
         ledger=int(LedgerId.USD_LIMITS),
         code=int(TransferCode.ATTESTATION_USE),
-        user_data_128=obligation.obligation_id,
+        user_data_128=obligation_id,
     )
 
 
 def _leg_transfer(
-    obligation: Obligation, index: int, leg: Leg, user_account: int, fingerprint: int
+    obligation: Obligation, index: int, leg: Leg, user_account: int, fingerprint: int,
+    obligation_id: int,
 ) -> tb.Transfer:
     return tb.Transfer(
-        id=ids.intent_transfer_id(obligation.caller_id, obligation.intent_id, index),
+        id=obligation_id if index == 0 else ids.intent_transfer_id(
+            obligation.caller_id, obligation.intent_id, index),
         debit_account_id=user_account,
         credit_account_id=leg.credit_account_id,
         amount=leg.amount_cents,
         ledger=int(LedgerId.USD),
         code=int(TransferCode.OBLIGATION_CLEARING),
-        user_data_128=obligation.obligation_id,
+        user_data_128=obligation_id,
         user_data_64=fingerprint,
         user_data_32=int(leg.sku or 0),
     )

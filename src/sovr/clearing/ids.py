@@ -63,6 +63,7 @@ time-based `tigerbeetle.id()`; idempotency across terminals is worth it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ HASH_BITS = 120
 DERIVED_ID_MIN = 1 << HASH_BITS
 TEXT_LENGTH_MAX = 256
 
+_BLAKE2B = hashlib.blake2b(digest_size=HASH_BITS // 8, person=SCHEME_PERSON)
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}")
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
@@ -100,7 +102,8 @@ def derive(kind: IdKind, *parts: str) -> int:
     for part in parts:
         encoded = part.encode("utf-8")
         message += len(encoded).to_bytes(4, "big") + encoded
-    digest = hashlib.blake2b(bytes(message), digest_size=HASH_BITS // 8, person=SCHEME_PERSON)
+    digest = _BLAKE2B.copy()
+    digest.update(message)
     derived = (int(kind) << HASH_BITS) | int.from_bytes(digest.digest(), "big")
     assert DERIVED_ID_MIN <= derived < (1 << 128) - 1
     return derived
@@ -180,7 +183,12 @@ class UserKey:
 
 
 def user_account_id(user: UserKey) -> int:
-    return derive(IdKind.USER_ACCOUNT, user.canonical)
+    return _user_account_id(user.canonical)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # payers repeat; a derivation costs a few µs
+def _user_account_id(canonical: str) -> int:
+    return derive(IdKind.USER_ACCOUNT, canonical)
 
 
 # Limits --------------------------------------------------------------------------------
@@ -191,6 +199,7 @@ def _limit_parts(user_account: int, kind: LimitKind, period: str, sku: Sku | Non
     return (f"{user_account:032x}", kind.name, period, sku.name if sku else "")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def limit_account_id(user_account: int, kind: LimitKind, period: str, sku: Sku | None) -> int:
     """The limit account of one user, limit kind, period label ("2026-11-22", "2026-11")
     and SKU (None for limits not about one SKU)."""

@@ -60,6 +60,7 @@ posts a `LIMIT_ADJUSTMENT` transfer between LIMIT_SOURCE and the limit account.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,11 +132,21 @@ class Period:
 
 
 def utc_day(at_utc: datetime) -> Period:
-    return Period(f"{at_utc:%Y-%m-%d}", at_utc.year * 10000 + at_utc.month * 100 + at_utc.day)
+    return _day(at_utc.year, at_utc.month, at_utc.day)
 
 
 def utc_month(at_utc: datetime) -> Period:
-    return Period(f"{at_utc:%Y-%m}", at_utc.year * 100 + at_utc.month)
+    return _month(at_utc.year, at_utc.month)
+
+
+@functools.lru_cache(maxsize=64)  # every intent of a day asks for the same period
+def _day(year: int, month: int, day: int) -> Period:
+    return Period(f"{year:04d}-{month:02d}-{day:02d}", year * 10000 + month * 100 + day)
+
+
+@functools.lru_cache(maxsize=64)
+def _month(year: int, month: int) -> Period:
+    return Period(f"{year:04d}-{month:02d}", year * 100 + month)
 
 
 # Limit keys and their ledger objects ---------------------------------------------------

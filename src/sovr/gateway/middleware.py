@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 
 import orjson
@@ -25,6 +26,10 @@ from sovr.gateway.logs import REQUEST_ID
 access_log = logging.getLogger("sovr.access")
 log = logging.getLogger("sovr.http")
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+# A random prefix per process and a counter: unique across terminals and restarts without
+# reading the OS's random source on every request.
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(1)
 
 
 class BodyTooLarge(Exception):
@@ -97,7 +102,7 @@ def _request_id(scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
             return value.decode()
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 def _content_length(scope) -> int | None:
