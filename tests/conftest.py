@@ -1,17 +1,21 @@
 """Fixtures shared by every test directory. Keep this small: add local fixtures locally.
 
-`ledger` runs a test against each backend: a fresh embedded engine in the test's own
+`ledger` runs a test against each backend (the engine served over a Unix socket, as
+`sovr up` shares it, counts as one): a fresh embedded engine in the test's own
 directory, and one session-wide client of a real TigerBeetle replica (skipped when none is
 available). The replica is shared, so tests must only look at their own objects.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import sovr.ledger
+from sovr.ledger.local_server import LocalLedgerServer
 
 try:
     import tigerbeetle_server
@@ -40,13 +44,33 @@ def tigerbeetle_ledger(request: pytest.FixtureRequest) -> Iterator[sovr.ledger.L
         backend.close()
 
 
-@pytest.fixture(params=["embedded", "tigerbeetle"])
+@pytest.fixture(params=["embedded", "local", "tigerbeetle"])
 def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[sovr.ledger.Ledger]:
     if request.param == "tigerbeetle":
         yield request.getfixturevalue("tigerbeetle_ledger")
+        return
+    if request.param == "local":
+        yield from _local_ledger(tmp_path)
         return
     backend = sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
     try:
         yield backend
     finally:
         backend.close()
+
+
+def _local_ledger(tmp_path) -> Iterator[sovr.ledger.Ledger]:
+    """An embedded engine served over a Unix socket, as `sovr up` shares it with workers.
+
+    The socket lives in a short temporary directory: Unix socket paths are limited to 107
+    bytes, and pytest's tmp_path can be longer."""
+    engine = sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
+    with tempfile.TemporaryDirectory(prefix="sovr-") as directory:
+        server = LocalLedgerServer(engine, Path(directory) / "ledger.sock")
+        client = sovr.ledger.connect(f"local://{directory}/ledger.sock")
+        try:
+            yield client
+        finally:
+            client.close()
+            server.close()
+            engine.close()

@@ -112,12 +112,17 @@ def connect(url: str | None = None, *, timeout_seconds: float = 10.0) -> Ledger:
     scheme, sep, rest = url.partition("://")
     if not sep or not rest:
         raise InvalidLedgerUrlError(
-            f"ledger url {url!r}: expected embedded://PATH or tigerbeetle://CLUSTER_ID@ADDRESSES"
+            f"ledger url {url!r}: expected embedded://PATH, local://SOCKET or "
+            "tigerbeetle://CLUSTER_ID@ADDRESSES"
         )
     if scheme == "embedded":
         from sovr.ledger.embedded import EmbeddedLedger
 
         return EmbeddedLedger(unquote(rest))
+    if scheme == "local":
+        from sovr.ledger.local_server import LocalLedgerClient
+
+        return LocalLedgerClient(unquote(rest), timeout_seconds=timeout_seconds)
     if scheme == "tigerbeetle":
         from sovr.ledger.tigerbeetle_adapter import TigerBeetleLedger
 
