@@ -7,7 +7,6 @@ import time
 from urllib.parse import quote
 
 import httpx
-import pytest
 from terminal_support import LiveTerminal, new_attestor, new_id, new_wallet
 
 from sovr.attestor import REPLAY_CHECKED_BY_LEDGER, verify
@@ -115,10 +114,6 @@ def test_a_body_over_64_kib_is_413(terminal: LiveTerminal) -> None:
     assert (result["status"], result["field"]) == ("invalid", "intents.0.reference")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: a chunked body (no Content-Length) over 64 KiB to /v1/intents is answered "
-    '400 {"detail": "There was an error parsing the body"}: FastAPI turns the middleware\'s '
-    "BodyTooLarge into an HTTPException before GatewayMiddleware can answer 413"))
 def test_a_chunked_body_over_64_kib_is_413(terminal: LiveTerminal) -> None:
     """middleware.py: "a chunked body is counted as it arrives" and refused with 413."""
     chunks = iter([b'{"intent_id": "' + b"x" * 40_000, b"y" * 40_000 + b'"}'])
@@ -175,10 +170,6 @@ def test_request_ids_are_echoed_everywhere(terminal: LiveTerminal) -> None:
         assert replaced.headers["x-request-id"] not in ("", bad)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'src bug: an unknown path answers 404 {"detail": "Not Found"} (and a wrong method 405 '
-    '{"detail": "Method Not Allowed"}): no error code and no request_id, unlike the one '
-    "error shape gateway/errors.py promises for every refusal"))
 def test_unknown_routes_use_the_error_shape(terminal: LiveTerminal) -> None:
     body = terminal.studio.get("/v1/no-such-thing").json()
     assert set(body) == {"error", "request_id"}
@@ -189,9 +180,6 @@ def test_unknown_routes_use_the_error_shape(terminal: LiveTerminal) -> None:
 # Inputs the service should refuse or serve ------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: IntentIn.user_id ('must name the same user') is never read: _admit resolves the "
-    "user from the wallet alone, so an intent whose user_id is another address clears (201)"))
 def test_an_intent_naming_two_users_is_refused(terminal: LiveTerminal) -> None:
     t = terminal
     wallet = t.funded_wallet(1_000)
@@ -203,10 +191,6 @@ def test_an_intent_naming_two_users_is_refused(terminal: LiveTerminal) -> None:
     assert t.available(wallet) == 1_000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: intent ids may contain '/' (INTENT_ID_PATTERN is any printable ASCII) but GET "
-    "/v1/intents/{intent_id} cannot match one, even percent-encoded: 404 "
-    '{"detail": "Not Found"}'))
 def test_every_valid_intent_id_can_be_looked_up(terminal: LiveTerminal) -> None:
     t = terminal
     wallet = t.funded_wallet(1_000)
@@ -246,11 +230,6 @@ def test_funding_is_idempotent_by_funding_id(terminal: LiveTerminal) -> None:
     assert [r["kind"] for r in t.history(wallet)] == ["deposit"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: FundingIn.reference is accepted and then dropped (no transfer field or log "
-    "keeps it), so the same funding_id with another reference is a silent 200 duplicate, "
-    "not the 409 'same id, different content' that intents get (their fingerprint hashes "
-    "the reference)"))
 def test_a_funding_retried_with_another_reference_conflicts(terminal: LiveTerminal) -> None:
     t = terminal
     wallet, funding_id = new_wallet(), new_id("funding")

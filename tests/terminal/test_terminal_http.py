@@ -317,10 +317,6 @@ def test_another_callers_replay_is_refused(terminal: LiveTerminal) -> None:
     assert (row["caller"], row["code"]) == ("studio-b", "attestation_replayed")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: an intent refused by the ledger for insufficient_funds does not burn its "
-    "attestation (the tombstone is skipped when leg 0's id failed in the ledger), so another "
-    "caller can clear the very attestation the terminal refused"))
 def test_an_attestation_refused_for_funds_cannot_be_used_by_another_caller(
     terminal: LiveTerminal,
 ) -> None:
@@ -373,10 +369,6 @@ def test_an_expired_rejection_stays_final_with_a_fresh_attestation(
     assert snapshot(t, wallet) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: the second copy meets id_already_failed before the first copy's rejection is "
-    "logged, so it is answered 'intent_previously_rejected' with duplicate false instead of "
-    "the original 'insufficient_funds' as a duplicate (and logged under that other code)"))
 def test_a_batch_repeating_a_rejected_intent_answers_the_original_reason(
     terminal: LiveTerminal,
 ) -> None:

@@ -46,7 +46,7 @@ from sovr.clearing.codes import AccountCode, LedgerId, RejectReason, Sku, Transf
 from sovr.clearing.errors import ObligationError
 from sovr.clearing.ids import UserKey, check_text
 from sovr.clearing.limits import DEFAULT_LIMITS, LimitKey, Limits
-from sovr.clearing.obligation import BUNDLE_SKUS, Leg, Obligation, split_bundle
+from sovr.clearing.obligation import BUNDLE_SKUS, Leg, Obligation, fingerprint, split_bundle
 from sovr.ledger import AMOUNT_MAX, Ledger
 
 TS = tb.CreateTransferStatus
@@ -284,12 +284,19 @@ def _leg_transfer(
 
 
 def deposit_plan(
-    user: UserKey, source_account_id: int, amount_cents: int, *, caller_id: str, intent_id: str
+    user: UserKey, source_account_id: int, amount_cents: int, *, caller_id: str, intent_id: str,
+    reference: str = "",
 ) -> Plan:
-    """The one-link chain of a deposit into `user` from a funding source."""
+    """The one-link chain of a deposit into `user` from a funding source.
+
+    Its `user_data_64` is the fingerprint of what the caller said (as an obligation's leg 0),
+    so the same funding id with another reference conflicts instead of passing as a retry.
+    """
     _check_fund(user, source_account_id, amount_cents)
     check_text("caller_id", caller_id)
     check_text("intent_id", intent_id)
+    said = "\x1f".join(("deposit", user.canonical, str(source_account_id), str(amount_cents),
+                        reference))
     transfer = tb.Transfer(
         id=ids.intent_transfer_id(caller_id, intent_id, 0),
         debit_account_id=source_account_id,
@@ -297,6 +304,7 @@ def deposit_plan(
         amount=amount_cents,
         ledger=int(LedgerId.USD),
         code=int(TransferCode.DEPOSIT),
+        user_data_64=fingerprint(said),
     )
     link = _Link(transfer, "deposit", RejectReason.LEDGER_REFUSED, "deposit")
     return Plan(None, (link,), ())

@@ -127,8 +127,7 @@ class Obligation:
             str(self.amount_cents), str(self.purpose_account_id), str(int(self.sku or 0)),
             self.reference, str(self.timeout_seconds),
         )
-        message = "\x1f".join(parts).encode("utf-8")
-        return int.from_bytes(hashlib.blake2b(message, digest_size=8).digest(), "big")
+        return fingerprint("\x1f".join(parts))
 
     def legs(self) -> tuple[Leg, ...]:
         if self.sku is None:
@@ -138,6 +137,11 @@ class Obligation:
             shares = split_bundle(self.amount_cents)
             return tuple(Leg(s, chart.SKU_ACCOUNTS[s], shares[s]) for s in BUNDLE_SKUS)
         return (Leg(self.sku, chart.SKU_ACCOUNTS[self.sku], self.amount_cents),)
+
+
+def fingerprint(said: str) -> int:
+    """64 bits of a hash of what a caller said about an intent (a transfer's user_data_64)."""
+    return int.from_bytes(hashlib.blake2b(said.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def _check_amount(amount_cents: object) -> None:

@@ -9,6 +9,7 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sovr.gateway.errors import ApiError
 from sovr.gateway.keys import ApiKey, KeyStore, Scope
@@ -60,6 +61,13 @@ def install_gateway_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> Response:
         return json_response(error.status, error.body(request_id(request)), error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        api = ApiError(error.status_code, code, f"{request.method} {request.url.path}: "
+                       f"{error.detail}", headers=dict(error.headers or {}))
+        return json_response(api.status, api.body(request_id(request)), api.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:

@@ -56,6 +56,14 @@ class GatewayMiddleware:
             if declared is not None and declared > limit:
                 await _send_error(send, request_id, _too_large(limit), status_holder)
                 return
+            if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                # Chunked: read it here, bounded, so an oversize body is a 413, not a
+                # parse error deep in the framework.
+                body = await _read_bounded(receive, limit)
+                if body is None:
+                    await _send_error(send, request_id, _too_large(limit), status_holder)
+                    return
+                receive = _replay(body)
             await self._serve(scope, _limited(receive, limit), send, request_id, status_holder,
                               limit)
         finally:
@@ -113,6 +121,33 @@ def _content_length(scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def _read_bounded(receive, limit: int) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes):
+    sent = [False]
+
+    async def receive():
+        if sent[0]:
+            return {"type": "http.disconnect"}
+        sent[0] = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 def _limited(receive, limit: int):

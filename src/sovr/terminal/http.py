@@ -184,7 +184,7 @@ def terminal_router(terminal: Terminal, gateway: Gateway) -> APIRouter:
             counts[label] = counts.get(label, 0) + 1
         return json_response(200, {"results": [o.to_json() for o in outcomes], "counts": counts})
 
-    @router.get("/intents/{intent_id}", response_model=Outcome, tags=["intents"],
+    @router.get("/intents/{intent_id:path}", response_model=Outcome, tags=["intents"],
                 summary="An intent's outcome (this caller's intent id)")
     async def status(intent_id: str, key: ApiKey = reader) -> Response:
         outcome = await terminal.status(key.caller, intent_id)

@@ -63,7 +63,9 @@ class IntentIn(_Strict):
                            description="Your id for this intent; a retry reuses it.")
     wallet: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$",
                         description="The payer's Ethereum address (signed by the attestor).")
-    user_id: str | None = Field(None, description="Optional; must name the same user.")
+    user_id: str | None = Field(
+        None, description="Optional. The account is the wallet's; a user id that is an "
+        "address must be that wallet.")
     purpose: Purpose = Field(description="A SKU, the bundle or an honoring agent.")
     amount_cents: int = Field(ge=1, le=AMOUNT_MAX)
     reference: str = Field(min_length=1, max_length=256, description="Order id, invoice, …")

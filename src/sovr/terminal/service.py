@@ -182,7 +182,7 @@ class Terminal:
         try:
             intent = CheckoutIntent(item.intent_id, item.wallet, item.amount_cents, item.purpose,
                                     timestamp, item.reference)
-            user = UserKey.resolve(None, item.wallet)
+            user = UserKey.resolve(item.user_id, item.wallet)
         except (IntentInvalid, ObligationError) as e:
             work.outcome = invalid(item.intent_id, e.field, f"{e.field}: {e.rule}")
             return work
@@ -240,9 +240,10 @@ class Terminal:
 
     async def _finish_refusals(self, caller: str, works: list[_Work]) -> None:
         """Tombstones, original outcomes for retries, the rejection log; then duplicates."""
-        await self._tombstone([w for w in works if w.needs_tombstone])
+        await self._tombstone(works)
         refused = [w for w in works if w.refusal is not None]
-        records = [self._resolve_refusal(caller, w) for w in refused]
+        first_in_request: dict[str, RejectionRecord] = {}
+        records = [self._resolve_refusal(caller, w, first_in_request) for w in refused]
         if records:
             await asyncio.wrap_future(self.rejections.submit(records))
         for work in works:
@@ -250,27 +251,33 @@ class Terminal:
                 work.outcome = await self._current(work)
 
     async def _tombstone(self, works: list[_Work]) -> None:
-        if not works:
-            return
-        chains = [[tombstone_transfer(w.obligation_id)] for w in works]
+        """Burn the refused intents' leg 0 ids (where the ledger has not) and the ids of
+        their attestations' use, so neither the intent nor the attestation ever clears."""
+        burn_leg0 = [w for w in works if w.needs_tombstone]
+        chains = [[tombstone_transfer(w.obligation_id)] for w in burn_leg0]
         chains += [[tombstone_transfer(ids.attestation_use_id(w.digest))]
-                   for w in works if w.digest is not None]
+                   for w in works if w.refusal is not None and w.digest is not None]
+        if not chains:
+            return
         results = await self._submit(chains)
-        for work, (result,) in zip(works, results[:len(works)], strict=True):
+        for work, (result,) in zip(burn_leg0, results[:len(burn_leg0)], strict=True):
             if result.status == TS.ID_ALREADY_FAILED:
                 work.extra["previously_rejected"] = True
             elif result.status not in TOMBSTONED:
                 assert result.status == TS.EXISTS or result.status.name.startswith("EXISTS_")
                 work.extra["lookup"] = True  # that intent had cleared: answer its outcome
 
-    def _resolve_refusal(self, caller: str, work: _Work) -> RejectionRecord:
+    def _resolve_refusal(
+        self, caller: str, work: _Work, first_in_request: dict[str, RejectionRecord]
+    ) -> RejectionRecord:
         refusal = work.refusal
         item = work.item
         earlier = None
         if work.extra.get("previously_rejected") or (
             refusal.code == RejectReason.INTENT_PREVIOUSLY_REJECTED
         ):
-            earlier = self.rejection_log.first_for(caller, item.intent_id)
+            earlier = first_in_request.get(item.intent_id) or self.rejection_log.first_for(
+                caller, item.intent_id)
         if work.extra.get("lookup"):
             pass  # answered below from the ledger; this request is still logged as refused
         elif earlier is not None:
@@ -288,10 +295,12 @@ class Terminal:
                                          field=refusal.field)
         log.info("intent refused", extra={"caller": caller, "intent_id": item.intent_id,
                                            "code": refusal.code})
-        return RejectionRecord(
+        record = RejectionRecord(
             caller=caller, intent_id=item.intent_id, code=refusal.code, message=refusal.message,
             obligation_id=work.obligation_id, field=refusal.field,
             ledger_status=refusal.ledger_status, intent=_narrative(work))
+        first_in_request.setdefault(item.intent_id, earlier or record)
+        return record
 
     async def _current(self, work: _Work) -> IntentOutcome:
         found = await asyncio.to_thread(self.ledger.lookup_transfers, [work.obligation_id])
@@ -382,7 +391,8 @@ class Terminal:
         try:
             user = UserKey.resolve(body.user_id, body.wallet)
             plan = deposit_plan(user, chart.BY_NAME[body.source].id, body.amount_cents,
-                                caller_id=f"{caller}#funding", intent_id=body.funding_id)
+                                caller_id=f"{caller}#funding", intent_id=body.funding_id,
+                                reference=body.reference or "")
         except ObligationError as e:
             raise TerminalError("invalid", "invalid_request", f"{e.field}: {e.rule}",
                                 e.field) from None
