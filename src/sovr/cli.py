@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,8 +27,10 @@ from sovr import server
 from sovr.attestor import Attestor, AttestorKeyError
 from sovr.bench import ledger as ledger_bench
 from sovr.bench import terminal as terminal_bench
+from sovr.clearing import chart
 from sovr.gateway.keys import DEFAULT_RATE_PER_SECOND, KeyStore, Scope
 from sovr.gateway.logs import configure_logging
+from sovr.ledger.local_server import LocalLedgerServer
 
 HELP = "\n\n".join(
     [
@@ -43,7 +44,8 @@ HELP = "\n\n".join(
         "embedded one.",
         "[cyan]TIGERBEETLE_CLUSTER_ID[/cyan]: that cluster's id (default: 0).",
         "[cyan]SOVR_HOST[/cyan] / [cyan]SOVR_PORT[/cyan]: where `sovr up` listens (default "
-        "127.0.0.1:8080). [cyan]SOVR_TERMINAL_ID[/cyan]: this terminal's name in logs and the "
+        "127.0.0.1:8080). [cyan]SOVR_WORKERS[/cyan]: terminal processes (default: one per "
+        "CPU). [cyan]SOVR_TERMINAL_ID[/cyan]: this terminal's name in logs and the "
         "rejection log (default: the host name). [cyan]SOVR_LOG_LEVEL[/cyan]: INFO (default) "
         "logs one JSON line per request; WARNING logs only problems.",
         "[cyan]ATTESTOR_PRIVATE_KEY[/cyan] (hex) or [cyan]ATTESTOR_KEYSTORE_FILE[/cyan] with "
@@ -79,37 +81,74 @@ err_console = Console(stderr=True)
 def up() -> None:
     """Start the whole network on this machine until Ctrl-C or SIGTERM.
 
-    The ledger (embedded in $SOVR_DATA_DIR/ledger, or the TigerBeetle cluster TIGERBEETLE_ADDRESSES names), the Credit Terminal and the Attestor, on http://$SOVR_HOST:$SOVR_PORT (default 127.0.0.1:8080). On a data directory with no API key yet, it creates a development key for caller "dev" with every scope and writes it to $SOVR_DATA_DIR/development-api-key.
+    The ledger (embedded in $SOVR_DATA_DIR/ledger, or the TigerBeetle cluster TIGERBEETLE_ADDRESSES names), the Credit Terminal ($SOVR_WORKERS processes, default one per CPU) and the Attestor, on http://$SOVR_HOST:$SOVR_PORT (default 127.0.0.1:8080). On a data directory with no API key yet, it creates a development key for caller "dev" with every scope and writes it to $SOVR_DATA_DIR/development-api-key.
     """  # noqa: E501 - one paragraph per line: the help output wraps it.
     settings = server.Settings.from_env()
     configure_logging(os.environ.get("SOVR_LOG_LEVEL", "INFO"))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        network = server.Network.open(settings)
-    except (sovr.ledger.LedgerError, AttestorKeyError, ValueError) as error:
+        engine = sovr.ledger.connect(settings.ledger_url)
+    except sovr.ledger.LedgerError as error:
         err_console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     try:
-        _announce(network)
-        # The embedded ledger keeps millions of long-lived objects; collecting them again on
-        # every 700 allocations costs a quarter of the terminal's time under load.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-        config = uvicorn.Config(network.app, host=settings.host, port=settings.port,
-                                log_config=None, access_log=False, lifespan="off")
-        uvicorn.Server(config).run()
+        attestor_, development = server.load_attestor(settings.data_dir)
+        chart.ensure_chart(engine)
+        _announce(settings, attestor_.address, development)
+        if settings.workers == 1:
+            _serve_in_this_process(settings, engine, attestor_)
+        else:
+            _serve_with_workers(settings, engine)
+    except (sovr.ledger.LedgerError, AttestorKeyError, ValueError) as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
     finally:
-        network.close()
+        engine.close()
         console.print("stopped; ledger closed")
 
 
-def _announce(network: server.Network) -> None:
-    settings = network.settings
-    created = server.ensure_development_key(network.keys, settings.data_dir)
-    _, development = server.load_attestor(settings.data_dir)
+def _serve_in_this_process(settings: server.Settings, engine, attestor_) -> None:
+    network = server.Network(settings, engine, attestor_,
+                             server.allowed_signers(attestor_))
+    try:
+        server.tune_gc()
+        uvicorn.Server(uvicorn.Config(
+            network.app, host=settings.host, port=settings.port, log_config=None,
+            access_log=False, lifespan="off")).run()
+    finally:
+        network.terminal.close()
+        network.rejection_log.close()
+        network.keys.close()
+
+
+def _serve_with_workers(settings: server.Settings, engine) -> None:
+    ledger_server = None
+    worker_url = settings.ledger_url
+    if settings.ledger_url.startswith("embedded://"):
+        ledger_server = LocalLedgerServer(engine, server.ledger_socket_path(settings.data_dir))
+        worker_url = f"local://{ledger_server.path}"
+    os.environ[server.WORKER_LEDGER_URL] = worker_url
+    try:
+        uvicorn.run("sovr.server:worker_app", factory=True, workers=settings.workers,
+                    host=settings.host, port=settings.port, log_config=None,
+                    access_log=False, lifespan="off")
+    finally:
+        if ledger_server is not None:
+            ledger_server.close()
+
+
+def _announce(settings: server.Settings, attestor_address: str, development: bool) -> None:
+    keys = KeyStore(settings.data_dir / "gateway" / "keys.sqlite3")
+    try:
+        created = server.ensure_development_key(keys, settings.data_dir)
+    finally:
+        keys.close()
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"ledger:    {settings.ledger_url}", soft_wrap=True)
-    console.print(f"terminal:  {base}/v1  (OpenAPI docs: {base}/docs)", soft_wrap=True)
-    console.print(f"attestor:  {base}/v1/attestations  (signer {network.attestor.address}"
+    console.print(f"terminal:  {base}/v1  ({settings.workers} worker process"
+                  f"{'es' if settings.workers > 1 else ''}; OpenAPI docs: {base}/docs)",
+                  soft_wrap=True)
+    console.print(f"attestor:  {base}/v1/attestations  (signer {attestor_address}"
                   + (", a development key: set ATTESTOR_PRIVATE_KEY for real use)"
                      if development else ")"), soft_wrap=True)
     key_file = settings.data_dir / server.DEV_KEY_FILE

@@ -8,10 +8,21 @@
 |-----------------------------------|--------------------------------|-----------------------------|
 | `SOVR_DATA_DIR`                   | `./data`                       | all local state             |
 | `SOVR_HOST` / `SOVR_PORT`         | `127.0.0.1` / `8080`           | where HTTP listens          |
+| `SOVR_WORKERS`                    | the number of CPUs             | terminal processes          |
+| `SOVR_LEDGER_URL`                 | from the variables below       | the ledger the terminal uses|
 | `SOVR_TERMINAL_ID`                | the host name                  | names this terminal in logs |
 | `SOVR_ATTESTATION_MAX_AGE_SECONDS`| 3600                           | seed 003's `max_age_seconds`|
 | `ATTESTOR_PRIVATE_KEY` / keystore | a development key, generated   | the attestor's signing key  |
 | `ATTESTOR_ALLOWED_SIGNERS`        | the attestor's own address     | whose attestations clear    |
+
+Processes. A Python process runs Python on one core at a time, so `sovr up` runs the
+Credit Terminal in `SOVR_WORKERS` worker processes (uvicorn's, sharing one listening
+socket). On the embedded ledger the main process owns the engine and serves it to the
+workers over a Unix socket (`sovr.ledger.local_server`); on a TigerBeetle cluster each
+worker is a client of the cluster. Workers are stateless: every write they make is an
+idempotent ledger request, and their shared files (API keys, the rejection log) are SQLite
+in WAL mode, safe for several processes. With `SOVR_WORKERS=1` everything runs in one
+process.
 
 With no attestor key configured, a development key is generated once into
 `<data dir>/attestor/development-key` (mode 0600) and announced as such: fine on a laptop,
@@ -21,9 +32,12 @@ never what production should run (set `ATTESTOR_PRIVATE_KEY` or a keystore).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import os
 import secrets
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +56,7 @@ from sovr.attestor.http import attestor_router
 from sovr.attestor.keys import ENV_ALLOWED_SIGNERS, ENV_KEYSTORE_FILE, ENV_PRIVATE_KEY
 from sovr.gateway.http import Gateway
 from sovr.gateway.keys import KeyStore, Scope
+from sovr.gateway.logs import configure_logging
 from sovr.gateway.middleware import GatewayMiddleware
 from sovr.ledger import Ledger
 from sovr.terminal.http import add_batch_schema, install_error_handlers, terminal_router
@@ -64,12 +79,15 @@ class Settings:
     max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS
     max_future_skew_seconds: int = DEFAULT_MAX_FUTURE_SKEW_SECONDS
 
+    workers: int = 1
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         return cls(
             data_dir=Path(env.get("SOVR_DATA_DIR") or "data").absolute(),
-            ledger_url=sovr.ledger.default_url(),
+            ledger_url=env.get("SOVR_LEDGER_URL") or sovr.ledger.default_url(),
+            workers=max(1, int(env.get("SOVR_WORKERS") or os.cpu_count() or 1)),
             host=env.get("SOVR_HOST") or "127.0.0.1",
             port=int(env.get("SOVR_PORT") or 8080),
             terminal_id=env.get("SOVR_TERMINAL_ID") or socket.gethostname(),
@@ -189,3 +207,35 @@ def attestor_app(settings: Settings, environ=None) -> tuple[FastAPI, str]:
         max_future_skew_seconds=settings.max_future_skew_seconds))
     app.add_middleware(GatewayMiddleware, max_body_bytes=max_body_bytes)
     return app, attestor.address
+
+
+# Several worker processes --------------------------------------------------------------
+
+WORKER_LEDGER_URL = "SOVR_LEDGER_URL"
+
+
+def ledger_socket_path(data_dir: Path) -> Path:
+    """Where the engine is served to the workers: in the data directory, unless that path is
+    too long for a Unix socket (107 bytes), then in a private temporary directory."""
+    path = data_dir / "ledger.sock"
+    if len(str(path).encode()) <= 100:
+        return path
+    return Path(tempfile.mkdtemp(prefix="sovr-")) / "ledger.sock"
+
+
+def worker_app() -> FastAPI:
+    """The app of one terminal worker process (uvicorn calls this in each worker)."""
+    settings = Settings.from_env()
+    settings = dataclasses.replace(settings, terminal_id=f"{settings.terminal_id}/{os.getpid()}")
+    configure_logging(os.environ.get("SOVR_LOG_LEVEL", "INFO"))
+    network = Network.open(settings)
+    tune_gc()
+    return network.app
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated and collect young objects less often: a process that
+    holds an embedded ledger keeps millions of long-lived objects, and scanning them on
+    every 700 allocations cost a quarter of the terminal's time under load."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)

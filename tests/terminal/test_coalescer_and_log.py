@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sovr.terminal.coalescer import Coalescer
+from sovr.ledger.coalescer import Coalescer
 from sovr.terminal.rejections import RejectionLog, RejectionRecord
 
 

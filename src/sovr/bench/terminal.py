@@ -5,7 +5,7 @@ the attestor key the terminal trusts), so verification is on in every figure. Ph
 
 1. set-up (untimed): fund the users, clear one intent per user (creates their accounts and
    limit accounts, as the first purchase of the day does);
-2. **batch**: requests of `batch_size` intents to `/v1/intents/batch`, two in flight;
+2. **batch**: requests of `batch_size` intents to `/v1/intents/batch`, four in flight;
 3. **single**: one intent per request to `/v1/intents`, closed loop at each concurrency;
 4. **offered load**: single intents sent at a fixed rate (open loop; latency counts from
    the scheduled send time, so a stalled server cannot hide its queue).
@@ -40,6 +40,7 @@ from sovr.attestor import Attestor, CheckoutIntent
 
 PURPOSE = "STRIPE_SETTLEMENT"
 AMOUNT_CENTS = 1
+BATCHES_IN_FLIGHT = 4  # enough that every terminal worker process has one
 
 
 @dataclass
@@ -118,7 +119,7 @@ async def set_up(session, base: str, source: IntentSource) -> None:
 async def batch_phase(session, base: str, source: IntentSource, config: BenchConfig) -> Phase:
     bodies = [orjson.dumps({"intents": source.make(config.batch_size)})
               for _ in range(config.batches)]
-    phase = Phase(f"batch of {config.batch_size}, 2 in flight")
+    phase = Phase(f"batch of {config.batch_size}, {BATCHES_IN_FLIGHT} in flight")
     queue = list(bodies)
 
     async def worker() -> None:
@@ -133,7 +134,7 @@ async def batch_phase(session, base: str, source: IntentSource, config: BenchCon
             phase.refused += config.batch_size - cleared
 
     started = time.perf_counter()
-    await asyncio.gather(worker(), worker())
+    await asyncio.gather(*(worker() for _ in range(BATCHES_IN_FLIGHT)))
     phase.seconds = time.perf_counter() - started
     return phase
 

@@ -18,7 +18,7 @@ import orjson
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "sovr_request_id", default=None
 )
-_STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({})))
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):

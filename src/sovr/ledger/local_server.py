@@ -10,6 +10,9 @@ terminals stay stateless; the engine stays the one writer of balances.
   `ClientSync` and `get_change_events`) on the Unix socket `path`, one thread per
   connection. The socket is created mode 0600 inside the data directory: only the user who
   owns the ledger's files can connect, and that user can read those files anyway.
+- Concurrent `create_transfers` requests from several workers are merged into one engine
+  batch (one durable commit for all) when that cannot change what they mean: each closes
+  its last linked chain and none is imported. Others run on their own.
 - `LocalLedgerClient(path)` (`sovr.ledger.connect("local://PATH")`) is a `Ledger`: each call
   is one request on a pooled connection; errors raised by the engine are raised again in the
   caller, with their type (`TooMuchDataError`, `IntegerOverflowError`, `AssertionError`...).
@@ -32,7 +35,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sovr.ledger.types import LedgerError, LedgerUnavailableError
+import tigerbeetle as tb
+
+from sovr.ledger.coalescer import Coalescer
+from sovr.ledger.types import BATCH_EVENTS_MAX, LedgerError, LedgerUnavailableError
 
 log = logging.getLogger("sovr.ledger.local")
 OPERATIONS = frozenset({
@@ -64,6 +70,17 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
             raise ConnectionError("the local ledger connection closed")
         buffer += chunk
     return bytes(buffer)
+
+
+def _mergeable(transfers: list) -> bool:
+    """Whether a batch means the same inside a larger one: it closes its last chain, and
+    none of it is imported (TigerBeetle requires a batch to be all imported or none)."""
+    if not transfers or len(transfers) > BATCH_EVENTS_MAX:
+        return False
+    if not isinstance(transfers[-1], tb.Transfer) or transfers[-1].flags & tb.TransferFlags.LINKED:
+        return False
+    return not any(isinstance(t, tb.Transfer) and t.flags & tb.TransferFlags.IMPORTED
+                   for t in transfers)
 
 
 def _portable(error: Exception) -> tuple[str, str, tuple, str]:
@@ -98,6 +115,8 @@ class LocalLedgerServer:
         finally:
             os.umask(old_umask)
         self._listener.listen(64)
+        self._merger = Coalescer("ledger-merge", self._create_merged, max_weight=BATCH_EVENTS_MAX,
+                                 weight=len)
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._thread = threading.Thread(target=self._accept, name="sovr-ledger-server",
@@ -130,9 +149,39 @@ class LocalLedgerServer:
         try:
             if operation == "get_change_events":
                 return True, self.ledger.get_change_events(*argument)
+            if operation == "create_transfers" and _mergeable(argument):
+                result = self._merger.submit([argument]).result()[0]
+                if isinstance(result, Exception):
+                    raise result
+                return True, result
             return True, getattr(self.ledger, operation)(argument)
         except Exception as error:  # handed to the caller, who raises it
             return False, _portable(error)
+
+    def _create_merged(self, batches: list[list]) -> list[list]:
+        """Several workers' batches as one engine batch: one commit (one fsync) for all.
+
+        If the merged batch is refused (one worker's bad input), nothing was applied: each
+        batch is then run on its own, so the error reaches only the worker that caused it.
+        """
+        try:
+            results = self.ledger.create_transfers([t for batch in batches for t in batch])
+        except Exception:
+            if len(batches) == 1:
+                raise
+            return [self._alone(batch) for batch in batches]
+        split, start = [], 0
+        for batch in batches:
+            split.append(results[start:start + len(batch)])
+            start += len(batch)
+        assert start == len(results)
+        return split
+
+    def _alone(self, batch: list) -> list | Exception:
+        try:
+            return self.ledger.create_transfers(batch)
+        except Exception as error:
+            return error
 
     def close(self) -> None:
         self._stopping.set()
@@ -143,6 +192,7 @@ class LocalLedgerServer:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
         self._thread.join(5)
+        self._merger.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

@@ -71,6 +71,7 @@ class RejectionLog:
         self.path = path
         self.terminal_id = terminal_id
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout=10000")  # several terminal processes share it
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

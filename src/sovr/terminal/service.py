@@ -64,7 +64,7 @@ from sovr.clearing.ids import UserKey
 from sovr.clearing.limits import DEFAULT_LIMITS, Limits
 from sovr.clearing.obligation import Obligation
 from sovr.ledger import BATCH_EVENTS_MAX, Ledger
-from sovr.terminal.coalescer import Coalescer
+from sovr.ledger.coalescer import Coalescer
 from sovr.terminal.outcomes import IntentOutcome, TerminalError, invalid
 from sovr.terminal.rejections import RejectionLog, RejectionRecord
 from sovr.terminal.schemas import PURPOSES, FundingIn, IntentIn
