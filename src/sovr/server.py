@@ -59,7 +59,12 @@ from sovr.gateway.keys import KeyStore, Scope
 from sovr.gateway.logs import configure_logging
 from sovr.gateway.middleware import GatewayMiddleware
 from sovr.ledger import Ledger
-from sovr.terminal.http import add_batch_schema, install_error_handlers, terminal_router
+from sovr.terminal.http import (
+    FastIntentRoutes,
+    add_batch_schema,
+    install_error_handlers,
+    terminal_router,
+)
 from sovr.terminal.rejections import RejectionLog
 from sovr.terminal.schemas import BATCH_INTENTS_MAX
 from sovr.terminal.service import AttestationPolicy, Terminal
@@ -170,7 +175,8 @@ class Network:
         self.ledger.close()
 
 
-def build_app(network: Network) -> FastAPI:
+def build_app(network: Network):
+    """The ASGI app: the gateway middleware around the fast intent routes around FastAPI."""
     app = FastAPI(
         title="sovr", version=sovr.__version__,
         description="The Credit Terminal and the Attestor: signed obligation intents cleared "
@@ -190,8 +196,8 @@ def build_app(network: Network) -> FastAPI:
         return {"status": "ok", "terminal_id": settings.terminal_id}
 
     add_batch_schema(app)
-    app.add_middleware(GatewayMiddleware, max_body_bytes=max_body_bytes)
-    return app
+    fast = FastIntentRoutes(app, network.terminal, network.gateway)
+    return GatewayMiddleware(fast, max_body_bytes=max_body_bytes)
 
 
 def attestor_app(settings: Settings, environ=None) -> tuple[FastAPI, str]:
@@ -223,7 +229,7 @@ def ledger_socket_path(data_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="sovr-")) / "ledger.sock"
 
 
-def worker_app() -> FastAPI:
+def worker_app():
     """The app of one terminal worker process (uvicorn calls this in each worker)."""
     settings = Settings.from_env()
     settings = dataclasses.replace(settings, terminal_id=f"{settings.terminal_id}/{os.getpid()}")

@@ -29,28 +29,35 @@ class Gateway:
         self.keys = keys
         self.limiter = limiter or RateLimiter()
 
+    def authenticate(self, authorization: str, scopes: tuple[Scope, ...]) -> ApiKey:
+        """The key behind an `Authorization` header value, allowed and within its rate;
+        otherwise `ApiError` 401, 403 or 429."""
+        if not authorization.startswith("Bearer "):
+            raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <API key>'",
+                           headers={"WWW-Authenticate": "Bearer"})
+        key = self.keys.authenticate(authorization[7:].strip())
+        if key is None:
+            raise ApiError(401, "invalid_api_key", "unknown, malformed or revoked API key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if not key.allows(*scopes):
+            raise ApiError(403, "forbidden", "this key needs one of the scopes: "
+                           + ", ".join(s.value for s in scopes))
+        wait = self.limiter.acquire(key.key_id, key.rate_per_second)
+        if wait:
+            raise ApiError(429, "rate_limited",
+                           f"more than {key.rate_per_second} requests a second for this key",
+                           headers={"Retry-After": retry_after_header(wait)})
+        return key
+
     def require(self, *scopes: Scope):
-        async def authenticate(request: Request) -> ApiKey:
-            header = request.headers.get("authorization", "")
-            if not header.startswith("Bearer "):
-                raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <API key>'",
-                               headers={"WWW-Authenticate": "Bearer"})
-            key = self.keys.authenticate(header[7:].strip())
-            if key is None:
-                raise ApiError(401, "invalid_api_key", "unknown, malformed or revoked API key",
-                               headers={"WWW-Authenticate": "Bearer"})
+        """`authenticate` as a FastAPI dependency; the caller is noted for the access log."""
+
+        async def dependency(request: Request) -> ApiKey:
+            key = self.authenticate(request.headers.get("authorization", ""), scopes)
             request.state.caller = key.caller
-            if not key.allows(*scopes):
-                raise ApiError(403, "forbidden", "this key needs one of the scopes: "
-                               + ", ".join(s.value for s in scopes))
-            wait = self.limiter.acquire(key.key_id, key.rate_per_second)
-            if wait:
-                raise ApiError(429, "rate_limited",
-                               f"more than {key.rate_per_second} requests a second for this key",
-                               headers={"Retry-After": retry_after_header(wait)})
             return key
 
-        return Depends(authenticate)
+        return Depends(dependency)
 
 
 def request_id(request: Request) -> str | None:

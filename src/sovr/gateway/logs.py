@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import threading
 import time
 
 import orjson
@@ -39,8 +40,39 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class AccessLog:
+    """One JSON line per request, written straight to the stream.
+
+    The access line is the one log line every request writes, so it skips the logging
+    module's records, handlers and formatter (~50 µs a line) for orjson and one write.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self._stream = sys.stderr
+        self._lock = threading.Lock()
+
+    def configure(self, stream, enabled: bool) -> None:
+        self._stream = stream
+        self.enabled = enabled
+
+    def write(self, fields: dict) -> None:
+        now = time.time()
+        line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                + f".{int(now * 1000) % 1000:03d}Z", "level": "info", "logger": "sovr.access",
+                "msg": "request", **fields}
+        text = orjson.dumps(line, default=str).decode() + "\n"
+        with self._lock:
+            self._stream.write(text)
+            self._stream.flush()
+
+
+ACCESS_LOG = AccessLog()
+
+
 def configure_logging(level: str = "INFO", stream=None) -> None:
     """Route the `sovr` and `uvicorn` loggers to one JSON stream (idempotent)."""
+    ACCESS_LOG.configure(stream or sys.stderr, logging.getLevelName(level) <= logging.INFO)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in ("sovr", "uvicorn", "uvicorn.error"):

@@ -21,9 +21,8 @@ from collections.abc import Callable
 import orjson
 
 from sovr.gateway.errors import ApiError
-from sovr.gateway.logs import REQUEST_ID
+from sovr.gateway.logs import ACCESS_LOG, REQUEST_ID
 
-access_log = logging.getLogger("sovr.access")
 log = logging.getLogger("sovr.http")
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 # A random prefix per process and a counter: unique across terminals and restarts without
@@ -68,9 +67,9 @@ class GatewayMiddleware:
                               limit)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info("request", extra={
-                    "method": scope["method"], "path": scope["path"],
+            if ACCESS_LOG.enabled:
+                ACCESS_LOG.write({
+                    "request_id": request_id, "method": scope["method"], "path": scope["path"],
                     "status": status_holder[0], "duration_ms": round(duration_ms, 3),
                     "caller": scope["state"].get("caller"),
                 })

@@ -8,6 +8,10 @@ are done. While a batch is in the ledger, new submissions queue up and form the 
 so under load each round trip serves as many requests as arrived during the last: batching
 grows with load and costs nothing when idle.
 
+`linger_seconds` makes the thread wait that long after the first item of an idle spell, so
+that more can join it: a round trip costs a commit (an fsync and per-batch work) however few
+items it carries, so under load a millisecond of waiting buys several times the throughput.
+
 An exception from `handle` fails every group with an item in that batch (the ledger did
 nothing for them, or the caller cannot know: they are told "unavailable", never "done").
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -39,12 +44,13 @@ class _Group(Generic[Item, Result]):
 class Coalescer(Generic[Item, Result]):
     def __init__(
         self, name: str, handle: Callable[[list[Item]], list[Result]], *, max_weight: int,
-        weight: Callable[[Item], int] = lambda item: 1,
+        weight: Callable[[Item], int] = lambda item: 1, linger_seconds: float = 0.0,
     ) -> None:
         self.name = name
         self._handle = handle
         self._max_weight = max_weight
         self._weight = weight
+        self._linger_seconds = linger_seconds
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"sovr-{name}", daemon=True)
         self.batches = 0  # round trips made, for metrics and tests
@@ -74,6 +80,8 @@ class Coalescer(Generic[Item, Result]):
                 if first is _STOP:
                     return
                 pending.append(first)
+                if self._linger_seconds:
+                    time.sleep(self._linger_seconds)
             stop = self._drain(pending)
             pending = self._process_one_batch(pending)
             if stop and not pending:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ log = logging.getLogger("sovr.terminal")
 TS = tb.CreateTransferStatus
 TF = tb.TransferFlags
 HISTORY_LIMIT_MAX = 8189
+LINGER_SECONDS = float(os.environ.get("SOVR_LINGER_SECONDS", "0.002"))
 MESSAGES = {
     RejectReason.SINGLE_TRANSFER_LIMIT_EXCEEDED: "the amount is above the single-transfer limit",
     RejectReason.DAILY_LIMIT_EXCEEDED: "this would exceed the user's daily limit",
@@ -130,7 +132,7 @@ class Terminal:
         self.clearer = Clearer(ledger, limits)
         self.clock = clock
         self.transfers = Coalescer("ledger", self._create_chains, max_weight=BATCH_EVENTS_MAX,
-                                   weight=len)
+                                   weight=len, linger_seconds=LINGER_SECONDS)
         self.rejections = Coalescer("rejections", rejection_log.record_many, max_weight=8189)
 
     def close(self) -> None:
