@@ -32,6 +32,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -74,6 +75,7 @@ log = logging.getLogger("sovr.terminal")
 TS = tb.CreateTransferStatus
 TF = tb.TransferFlags
 HISTORY_LIMIT_MAX = 8189
+ADMIT_CHUNK = 512
 LINGER_SECONDS = float(os.environ.get("SOVR_LINGER_SECONDS", "0.002"))
 MESSAGES = {
     RejectReason.SINGLE_TRANSFER_LIMIT_EXCEEDED: "the amount is above the single-transfer limit",
@@ -164,14 +166,25 @@ class Terminal:
         now_seconds = self.clock()
         at = datetime.fromtimestamp(now_seconds, UTC)
         works: list[_Work | IntentOutcome] = []
-        for index, item in enumerate(items):
-            if isinstance(item, IntentOutcome):
-                works.append(item)
-                continue
-            timeout = timeout_seconds[index] if timeout_seconds else 0
-            works.append(self._admit(caller, item, now_seconds, at, timeout))
+        in_flight = []
+        # Chunks: the ledger clears chunk k while this process admits chunk k + 1, and other
+        # requests get the event loop between chunks.
+        for start in range(0, len(items), ADMIT_CHUNK):
+            chunk = []
+            for index in range(start, min(start + ADMIT_CHUNK, len(items))):
+                item = items[index]
+                if isinstance(item, IntentOutcome):
+                    works.append(item)
+                    continue
+                timeout = timeout_seconds[index] if timeout_seconds else 0
+                chunk.append(self._admit(caller, item, now_seconds, at, timeout))
+                works.append(chunk[-1])
+            in_flight.append(await self._start_plans(chunk))
+            if start + ADMIT_CHUNK < len(items):
+                await asyncio.sleep(0)
+        for planned, future in in_flight:
+            await self._read_plans(planned, future)
         live = [w for w in works if isinstance(w, _Work)]
-        await self._run_plans(live)
         await self._finish_refusals(caller, live)
         return [w if isinstance(w, IntentOutcome) else w.outcome for w in works]
 
@@ -214,14 +227,20 @@ class Terminal:
         work.plan = planned
         return work
 
-    async def _run_plans(self, works: list[_Work]) -> None:
+    async def _start_plans(self, works: list[_Work]) -> tuple[list[_Work], Future | None]:
+        """Prepare the accounts these plans need and queue their chains for the ledger."""
         planned = [w for w in works if w.plan is not None]
         if not planned:
-            return
+            return planned, None
         plans = [w.plan for w in planned]
         if self.clearer.needs_prepare(plans):
             await asyncio.to_thread(self.clearer.prepare, plans)
-        results = await self._submit([plan.transfers for plan in plans])
+        return planned, self.transfers.submit([plan.transfers for plan in plans])
+
+    async def _read_plans(self, planned: list[_Work], future: Future | None) -> None:
+        if future is None:
+            return
+        results = await asyncio.wrap_future(future)
         for work, chain_results in zip(planned, results, strict=True):
             self._read(work, read_chain(work.plan, chain_results))
 
