@@ -26,7 +26,7 @@ def test_chart_has_the_design_ids_on_ledger_1() -> None:
         assert named.ledger == codes.LedgerId.USD == 1
         assert named.code == account_id // 1_000_000  # the code is the id's leading digit
     extra = set(chart.BY_NAME) - set(DESIGN_IDS)
-    assert extra == {"LIMIT_SOURCE", "LIMIT_CONSUMED", "ATTESTATIONS_USED", "INTENT_TOMBSTONE"}
+    assert extra == {"LIMIT_SOURCE", "LIMIT_CONSUMED", "INTENT_TOMBSTONE"}
     assert all(chart.BY_NAME[n].ledger == codes.LedgerId.USD_LIMITS for n in extra)
 
 

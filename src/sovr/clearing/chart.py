@@ -15,7 +15,6 @@
 | 5000002 | AUDIT_TRAIL        | USD        | MIRROR         | debits<=credits, history |
 | 6000001 | LIMIT_SOURCE       | USD_LIMITS | LIMIT_CONTROL  | none                     |
 | 6000002 | LIMIT_CONSUMED     | USD_LIMITS | LIMIT_CONTROL  | debits<=credits          |
-| 6000003 | ATTESTATIONS_USED  | USD_LIMITS | LIMIT_CONTROL  | none                     |
 | 6000004 | INTENT_TOMBSTONE   | USD_LIMITS | LIMIT_CONTROL  | debits<=credits          |
 
 Flags, and why:
@@ -34,9 +33,6 @@ Flags, and why:
   ledger: every limit account is funded from the first and charged into the second, so
   LIMIT_SOURCE's debits are all limits ever granted and LIMIT_CONSUMED's credits all headroom
   ever used.
-- ATTESTATIONS_USED (6000003): every cleared intent's chain carries a zero-amount transfer
-  out of it whose id is derived from the attestation's EIP-712 digest, so an attestation can
-  be used once, by one intent, on any terminal, ever (`sovr.clearing.clear`).
 - INTENT_TOMBSTONE (6000004) is never credited: a transfer of 1 out of it always fails with
   `exceeds_credits`, which TigerBeetle records as a failed id for good. The terminal sends one
   under the id of a rejected intent so the rejection is final: any later attempt with that
@@ -75,7 +71,6 @@ NARRATIVE_MIRROR = 5000001
 AUDIT_TRAIL = 5000002
 LIMIT_SOURCE = 6000001
 LIMIT_CONSUMED = 6000002
-ATTESTATIONS_USED = 6000003
 INTENT_TOMBSTONE = 6000004
 
 # Every named id is below this; every derived id (sovr.clearing.ids) is at least 2**120.
@@ -116,8 +111,6 @@ CHART: tuple[NamedAccount, ...] = (
                  AF.NONE),
     NamedAccount("LIMIT_CONSUMED", LIMIT_CONSUMED, LedgerId.USD_LIMITS,
                  AccountCode.LIMIT_CONTROL, BOUNDED),
-    NamedAccount("ATTESTATIONS_USED", ATTESTATIONS_USED, LedgerId.USD_LIMITS,
-                 AccountCode.LIMIT_CONTROL, AF.NONE),
     NamedAccount("INTENT_TOMBSTONE", INTENT_TOMBSTONE, LedgerId.USD_LIMITS,
                  AccountCode.LIMIT_CONTROL, BOUNDED),
 )

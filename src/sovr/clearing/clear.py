@@ -8,15 +8,18 @@ Clearing an obligation is three steps, split so a terminal can put many obligati
 one ledger request (`plan` for each, `prepare` once for all, one `create_transfers`, `read`
 for each):
 
-1. `plan`: the single-transfer limit (needs no ledger), then the linked chain:
-   [attestation use] + legs + limit charges. The attestation use is a zero-amount transfer
-   whose id is derived from the attestation's digest, so a second use of an attestation by
-   any other obligation fails the chain (`attestation_replayed`).
+1. `plan`: the single-transfer limit (needs no ledger), then the linked chain: legs + limit
+   charges. When the obligation carries an attestation, the id of its last link (the
+   user-monthly limit charge, which every obligation has) is derived from the attestation's
+   digest instead of from (caller, intent): a second use of the attestation, by any caller
+   or intent, meets that id and fails the chain (`attestation_replayed`). A separate
+   zero-amount "attestation use" transfer would do the same at the cost of a quarter of the
+   ledger's work per intent.
 2. `prepare`, unless this Clearer already has: create the users' obligation accounts and the
    limit accounts of the obligations' periods, and fund those limits (idempotent requests;
    see `limits`). They must exist before the chain: TigerBeetle burns a transfer id for good
    when its transfer fails because an account is missing.
-3. `read` the chain's results: all `CREATED` -> `Cleared`; the attestation use or leg 0
+3. `read` the chain's results: all `CREATED` -> `Cleared`; leg 0
    `EXISTS` -> `Cleared` with `duplicate=True` (a retry of an intent that already cleared:
    nothing moved this time); otherwise `Rejected`, with the reason the first failing link
    stands for and its raw status.
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 import tigerbeetle as tb
 
 from sovr.clearing import chart, ids, limits
-from sovr.clearing.codes import AccountCode, LedgerId, RejectReason, Sku, TransferCode
+from sovr.clearing.codes import AccountCode, LedgerId, LimitKind, RejectReason, Sku, TransferCode
 from sovr.clearing.errors import ObligationError
 from sovr.clearing.ids import UserKey, check_text
 from sovr.clearing.limits import DEFAULT_LIMITS, LimitKey, Limits
@@ -62,11 +65,7 @@ PREPARED_CACHE_MAX = 1_000_000  # account ids; the set is dropped whole when it 
 
 @dataclass(frozen=True, slots=True)
 class Cleared:
-    """The obligation is in the ledger.
-
-    `timestamp` is the ledger's (ns) for leg 0, or 0 on a duplicate found through the
-    attestation use (look leg 0 up if you need it).
-    """
+    """The obligation is in the ledger. `timestamp` is the ledger's (ns) for leg 0."""
 
     transfer_id: int
     timestamp: int
@@ -99,9 +98,10 @@ ClearingResult = Cleared | Rejected
 @dataclass(frozen=True, slots=True)
 class _Link:
     transfer: tb.Transfer
-    role: str  # "attestation", "leg", "charge", "deposit", "settle"
+    role: str  # "leg", "charge", "deposit"
     reason: RejectReason  # what a transient failure on this link means
     detail: str
+    binds_attestation: bool = False  # its id is the attestation's: EXISTS means replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +229,6 @@ def _chain(
     obligation_id = obligation.obligation_id
     timeout = obligation.timeout_seconds
     links: list[_Link] = []
-    if obligation.attestation_digest is not None:
-        links.append(_Link(_attestation_use(obligation, obligation_id), "attestation",
-                           RejectReason.ATTESTATION_REPLAYED, "attestation use"))
     fingerprint = obligation.fingerprint
     for index, leg in enumerate(legs):
         transfer = _leg_transfer(obligation, index, leg, user_account, fingerprint,
@@ -241,28 +238,21 @@ def _chain(
         transfer = limits.charge_transfer(obligation.caller_id, obligation.intent_id,
                                           obligation_id, user_account, key, amount_cents)
         links.append(_Link(transfer, "charge", key.reason, f"limit {key.describe()}"))
+    if obligation.attestation_digest is not None:
+        monthly = links[-1]
+        assert monthly.transfer.debit_account_id == charges[-1][0].account_id(user_account)
+        assert charges[-1][0].kind == LimitKind.USER_MONTHLY
+        monthly.transfer.id = ids.attestation_use_id(obligation.attestation_digest)
+        links[-1] = _Link(monthly.transfer, "charge", monthly.reason, monthly.detail,
+                          binds_attestation=True)
     for link in links[:-1]:
         link.transfer.flags = LINKED
     if timeout:
         for link in links:
-            if link.role != "attestation":
-                link.transfer.flags |= TF.PENDING
-                link.transfer.timeout = timeout
+            link.transfer.flags |= TF.PENDING
+            link.transfer.timeout = timeout
     assert not links[-1].transfer.flags & LINKED
     return tuple(links)
-
-
-def _attestation_use(obligation: Obligation, obligation_id: int) -> tb.Transfer:
-    assert obligation.attestation_digest is not None
-    return tb.Transfer(
-        id=ids.attestation_use_id(obligation.attestation_digest),
-        debit_account_id=chart.ATTESTATIONS_USED,
-        credit_account_id=chart.LIMIT_CONSUMED,
-        amount=0,
-        ledger=int(LedgerId.USD_LIMITS),
-        code=int(TransferCode.ATTESTATION_USE),
-        user_data_128=obligation_id,
-    )
 
 
 def _leg_transfer(
@@ -400,30 +390,30 @@ def read_chain(plan: Plan, results: list[tb.CreateTransferResult]) -> ClearingRe
     chain = plan.links
     assert len(results) == len(chain)
     transfer_ids = tuple(link.transfer.id for link in chain)
-    first_leg = next(i for i, link in enumerate(chain) if link.role != "attestation")
-    leg0_id = transfer_ids[first_leg]
+    leg0_id = transfer_ids[0]
     statuses = [result.status for result in results]
     if all(status == TS.CREATED for status in statuses):
-        return Cleared(leg0_id, results[first_leg].timestamp, transfer_ids)
+        return Cleared(leg0_id, results[0].timestamp, transfer_ids)
     passed = (TS.CREATED, TS.LINKED_EVENT_FAILED)
     failed = next(i for i, s in enumerate(statuses) if s not in passed)
     status = statuses[failed]
     assert all(s == TS.LINKED_EVENT_FAILED for i, s in enumerate(statuses) if i != failed), statuses
     link = chain[failed]
-    if status == TS.EXISTS and failed <= first_leg:
-        assert results[failed].timestamp > 0
-        timestamp = results[failed].timestamp if failed == first_leg else 0
-        return Cleared(leg0_id, timestamp, transfer_ids, duplicate=True)
-    reason = _reason(link, status, is_first_leg=failed == first_leg)
-    final = failed == first_leg and status in TRANSIENT
+    if status == TS.EXISTS and failed == 0:
+        assert results[0].timestamp > 0
+        return Cleared(leg0_id, results[0].timestamp, transfer_ids, duplicate=True)
+    reason = _reason(link, status, is_first_leg=failed == 0)
+    final = failed == 0 and status in TRANSIENT
     return Rejected(leg0_id, reason, status, link.detail, final_in_ledger=final)
 
 
 def _reason(link: _Link, status: tb.CreateTransferStatus, *, is_first_leg: bool) -> RejectReason:
-    if link.role == "attestation":
-        return RejectReason.ATTESTATION_REPLAYED
     if is_first_leg and status == TS.ID_ALREADY_FAILED:
         return RejectReason.INTENT_PREVIOUSLY_REJECTED
+    if link.binds_attestation and status != TS.EXCEEDS_CREDITS:
+        # Its id is the attestation's: it exists (another obligation used the attestation)
+        # or failed before (a refused intent's attestation is burnt).
+        return RejectReason.ATTESTATION_REPLAYED
     if status in (TS.EXCEEDS_CREDITS, TS.ID_ALREADY_FAILED):
         return link.reason
     if status == TS.EXISTS or status.name.startswith("EXISTS_WITH_DIFFERENT_"):

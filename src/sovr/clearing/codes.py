@@ -46,7 +46,6 @@ Transfer codes (`TransferCode`): what kind of transaction it is
 |   11 | LIMIT_FUNDING       | LIMIT_SOURCE -> limit account               | USD_LIMITS |
 |   12 | LIMIT_CHARGE        | limit account -> LIMIT_CONSUMED             | USD_LIMITS |
 |   13 | LIMIT_ADJUSTMENT    | either way, an operator's mid-period change | USD_LIMITS |
-|   14 | ATTESTATION_USE     | ATTESTATIONS_USED -> LIMIT_CONSUMED, 0      | USD_LIMITS |
 |   15 | INTENT_TOMBSTONE    | INTENT_TOMBSTONE -> LIMIT_CONSUMED, 1; fails| USD_LIMITS |
 
 Code 1 for obligation clearing is the seeds' own choice.
@@ -60,17 +59,19 @@ user_data fields
 | limit account       | the user account id     | period (20261122 or 202611) | Sku or 0     |
 | obligation transfer | obligation id (leg 0's) | intent fingerprint          | Sku or 0     |
 | limit charge        | obligation id           | period                      | Sku or 0     |
-| attestation use     | obligation id           | 0                           | 0            |
 | capture / void      | obligation id           | 0                           | Sku or 0     |
 | limit funding       | the user account id     | period                      | Sku or 0     |
 | deposit             | 0                       | 0                           | 0            |
 
 So `query_accounts(user_data_128=U)` finds user U's account and all its limit accounts, and
-`query_transfers(user_data_128=O)` finds obligation O's legs, limit charges, attestation use
-and captures or voids. The intent fingerprint (`Obligation.fingerprint`) is 64 bits of a hash
-of everything the caller said about the intent, so the same intent id sent again with other
-content (even a reference, which no transfer field holds) meets
-`exists_with_different_user_data_64`: a conflict, never a silent duplicate.
+`query_transfers(user_data_128=O)` finds obligation O's legs, limit charges and captures or
+voids. (An attested obligation's user-monthly charge takes its id from the attestation's
+digest, `ids.attestation_use_id`: see `sovr.clearing.clear`.)
+
+The intent fingerprint (`Obligation.fingerprint`) is 64 bits of a hash of everything the
+caller said about the intent, so the same intent id sent again with other content (even a
+reference, which no transfer field holds) meets `exists_with_different_user_data_64`: a
+conflict, never a silent duplicate.
 """
 
 from __future__ import annotations
@@ -111,7 +112,6 @@ class TransferCode(IntEnum):
     LIMIT_FUNDING = 11
     LIMIT_CHARGE = 12
     LIMIT_ADJUSTMENT = 13
-    ATTESTATION_USE = 14
     INTENT_TOMBSTONE = 15
 
 

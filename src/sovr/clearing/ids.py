@@ -23,7 +23,7 @@ A derived id is 128 bits::
 | 0x10 | INTENT_TRANSFER | caller id, intent id, leg number         | an obligation leg, deposit|
 | 0x11 | LIMIT_CHARGE    | caller id, intent id, limit kind, SKU    | a limit charge            |
 | 0x12 | LIMIT_FUNDING   | user account id, limit kind, period, SKU | a limit's funding         |
-| 0x13 | ATTESTATION_USE | the attestation's EIP-712 digest (hex)   | an attestation's one use  |
+| 0x13 | ATTESTATION_USE | the attestation's EIP-712 digest (hex)   | its one use (a charge)    |
 | 0x14 | PENDING_POST    | the pending transfer's id (hex)          | its capture               |
 | 0x15 | PENDING_VOID    | the pending transfer's id (hex)          | its void                  |
 

@@ -14,14 +14,15 @@ Clearing a list of intents (one, or a batch of up to 8,189):
    periods): two ledger requests for the whole list.
 3. **Submit** every chain through the coalescer and read each chain's results.
 4. **Make rejections final**: an intent refused before the ledger, or by a limit link, has
-   not burnt leg 0's id, so the terminal sends a tombstone under that id (and under the
-   attestation-use id, so a refused attestation can never be used by anyone). The tombstone's
-   status also says what the id had seen before: `exceeds_credits` (first rejection),
+   not burnt leg 0's id, so the terminal sends a tombstone under that id, and one under the
+   id its attestation binds, so a refused attestation can never be used by anyone. The
+   tombstone's status also says what the id had seen before: `exceeds_credits` (first rejection),
    `id_already_failed` (rejected before: the original reason is answered, from the log), or
    `exists*` (that intent had cleared: its outcome is answered).
 5. **Log** every refused intent in the rejection log (one group commit) before answering.
 
-Replays are checked by the ledger (the attestation-use link), never by this process's
+Replays are checked by the ledger (a chain link whose id is the attestation's digest, see
+`sovr.clearing.clear`), never by this process's
 memory, so they hold across restarts and across terminals.
 """
 
