@@ -272,7 +272,8 @@ def test_insufficient_funds_is_final_too(shop: Shop) -> None:
 
 
 def _fields(obligation: Obligation) -> dict:
-    return {name: getattr(obligation, name) for name in Obligation.__dataclass_fields__}
+    return {name: getattr(obligation, name)
+            for name, spec in Obligation.__dataclass_fields__.items() if spec.init}
 
 
 # A limit changed mid-period ------------------------------------------------------------

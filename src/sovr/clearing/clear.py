@@ -234,17 +234,15 @@ def _chain(
         transfer = _leg_transfer(obligation, index, leg, user_account, fingerprint,
                                  obligation_id)
         links.append(_Link(transfer, "leg", RejectReason.INSUFFICIENT_FUNDS, f"leg {index}"))
-    for key, amount_cents in charges:
-        transfer = limits.charge_transfer(obligation.caller_id, obligation.intent_id,
-                                          obligation_id, user_account, key, amount_cents)
-        links.append(_Link(transfer, "charge", key.reason, f"limit {key.describe()}"))
-    if obligation.attestation_digest is not None:
-        monthly = links[-1]
-        assert monthly.transfer.debit_account_id == charges[-1][0].account_id(user_account)
-        assert charges[-1][0].kind == LimitKind.USER_MONTHLY
-        monthly.transfer.id = ids.attestation_use_id(obligation.attestation_digest)
-        links[-1] = _Link(monthly.transfer, "charge", monthly.reason, monthly.detail,
-                          binds_attestation=True)
+    digest = obligation.attestation_digest
+    assert charges[-1][0].kind == LimitKind.USER_MONTHLY, "every chain ends with it"
+    for index, (key, amount_cents) in enumerate(charges):
+        binds = digest is not None and index == len(charges) - 1
+        transfer = limits.charge_transfer(
+            obligation.caller_id, obligation.intent_id, obligation_id, user_account, key,
+            amount_cents, charge_id=ids.attestation_use_id(digest) if binds else None)
+        links.append(_Link(transfer, "charge", key.reason, f"limit {key.describe()}",
+                           binds_attestation=binds))
     for link in links[:-1]:
         link.transfer.flags = LINKED
     if timeout:

@@ -203,11 +203,13 @@ def funding_transfer(user_account: int, key: LimitKey, limits: Limits) -> tb.Tra
 
 def charge_transfer(
     caller_id: str, intent_id: str, obligation_id: int, user_account: int, key: LimitKey,
-    amount_cents: int,
+    amount_cents: int, *, charge_id: int | None = None,
 ) -> tb.Transfer:
-    """A link of the chain: debit the limit account by what it bounds (flags set later)."""
+    """A link of the chain: debit the limit account by what it bounds (flags set later).
+
+    Its id is derived from (caller, intent, limit) unless `charge_id` is given."""
     return tb.Transfer(
-        id=ids.limit_charge_id(caller_id, intent_id, key.kind, key.sku),
+        id=charge_id or ids.limit_charge_id(caller_id, intent_id, key.kind, key.sku),
         debit_account_id=key.account_id(user_account),
         credit_account_id=chart.LIMIT_CONSUMED,
         amount=amount_cents,

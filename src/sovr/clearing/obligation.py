@@ -18,7 +18,7 @@ Construction validates everything; a bad field raises `ObligationError` naming i
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sovr.clearing import chart
@@ -68,6 +68,8 @@ class Obligation:
     reference: str = ""
     timeout_seconds: int = 0
     attestation_digest: bytes | None = None
+    # The id of leg 0: what the Credit Terminal reports as the transfer id (derived once).
+    obligation_id: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_text("caller_id", self.caller_id)
@@ -90,6 +92,8 @@ class Obligation:
         digest = self.attestation_digest
         if digest is not None and (not isinstance(digest, bytes) or len(digest) != 32):
             raise ObligationError("attestation_digest", "must be 32 bytes or None")
+        object.__setattr__(self, "obligation_id",
+                           intent_transfer_id(self.caller_id, self.intent_id, 0))
 
     def _check_purpose(self) -> None:
         purpose = self.purpose_account_id
@@ -113,10 +117,6 @@ class Obligation:
     def at_utc(self) -> datetime:
         return self.at.astimezone(UTC)
 
-    @property
-    def obligation_id(self) -> int:
-        """The id of leg 0: what the Credit Terminal reports as the transfer id."""
-        return intent_transfer_id(self.caller_id, self.intent_id, 0)
 
     @property
     def fingerprint(self) -> int:
