@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 import sovr.ledger
+from sovr.bench.terminal import free_port
 from sovr.cli import app
 
 
@@ -27,9 +29,11 @@ def test_help_lists_the_environment() -> None:
     assert "up" in result.output and "bench" in result.output
 
 
-def start_up(data_dir) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIGERBEETLE_")}
-    env["SOVR_DATA_DIR"] = str(data_dir)
+def start_up(data_dir, port: int = 0) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TIGERBEETLE_", "ATTESTOR_", "SOVR_"))}
+    env.update({"SOVR_DATA_DIR": str(data_dir), "SOVR_PORT": str(port or free_port()),
+                "SOVR_WORKERS": "2"})
     return subprocess.Popen(
         [sys.executable, "-m", "sovr.cli", "up"], env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -52,18 +56,33 @@ def read_until(process: subprocess.Popen, text: str, timeout: float = 30.0) -> s
     return seen
 
 
+def wait_for_health(base: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the terminal did not answer /v1/health")
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_up_opens_the_ledger_and_closes_it_on_a_signal(tmp_path, stop) -> None:
-    process = start_up(tmp_path)
+def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> None:
+    """The README's first signed intent, against `sovr up` with two worker processes."""
+    port = free_port()
+    process = start_up(tmp_path, port)
     try:
         output = read_until(process, "Ctrl-C or SIGTERM stops.")
-        assert "ledger ready" in output
-        assert str(tmp_path / "ledger") in output
-        # While it runs, the directory is held.
-        with pytest.raises(sovr.ledger.LedgerLockedError):
+        assert f"http://127.0.0.1:{port}/v1" in output and "2 worker processes" in output
+        base = f"http://127.0.0.1:{port}"
+        wait_for_health(base)
+        with pytest.raises(sovr.ledger.LedgerLockedError):  # the main process holds it
             sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
+        walk_through_the_readme(base, (tmp_path / "development-api-key").read_text().strip())
         process.send_signal(stop)
-        out, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
@@ -71,7 +90,37 @@ def test_up_opens_the_ledger_and_closes_it_on_a_signal(tmp_path, stop) -> None:
     assert process.returncode == 0, err
     assert "ledger closed" in out
     with sovr.ledger.connect("embedded://" + str(tmp_path / "ledger")) as ledger:
-        assert ledger.lookup_accounts([1]) == []
+        assert ledger.lookup_accounts([1000002])[0].debits_posted == 10_000  # CASH_ODFI
+
+
+def walk_through_the_readme(base: str, key: str) -> None:
+    wallet = "0x1111111111111111111111111111111111111111"
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
+    funded = client.post("/v1/fundings", json={
+        "funding_id": "deposit-1", "wallet": wallet, "source": "CASH_ODFI",
+        "amount_cents": 10_000})
+    assert funded.status_code == 201, funded.text
+    attestation = client.post("/v1/attestations", json={
+        "requestId": "order-1", "wallet": wallet, "amount": 350, "merchantId": "milk",
+        "reference": "order-1"})
+    assert attestation.status_code == 201, attestation.text
+    intent = {"intent_id": "order-1", "wallet": wallet, "purpose": "milk", "amount_cents": 350,
+              "reference": "order-1", "attestation": attestation.json()}
+    cleared = client.post("/v1/intents", json=intent)
+    assert cleared.status_code == 201 and cleared.json()["status"] == "cleared", cleared.text
+    again = client.post("/v1/intents", json=intent)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert again.json()["transfer_id"] == cleared.json()["transfer_id"]
+    balance = client.get(f"/v1/users/{wallet}/balance").json()
+    assert balance["available_cents"] == 9_650
+    second = client.post("/v1/attestations", json={
+        "requestId": "order-2", "wallet": wallet, "amount": 350, "merchantId": "milk",
+        "reference": "order-2"}).json()
+    refused = client.post("/v1/intents", json={**intent, "intent_id": "order-2",
+                                                "reference": "order-2", "attestation": second})
+    assert refused.status_code == 422 and refused.json()["code"] == "sku_daily_limit_exceeded"
+    rejections = client.get("/v1/rejections").json()["rejections"]
+    assert [r["intent_id"] for r in rejections] == ["order-2"]
 
 
 def test_up_on_a_held_directory_fails_clearly(tmp_path) -> None:

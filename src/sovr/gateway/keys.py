@@ -26,12 +26,13 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from sovr.gateway.shared_sqlite import open_shared
 
 CACHE_SECONDS = 5.0
 TOKEN_PREFIX = "sovr_"
@@ -82,12 +83,7 @@ class KeyStore:
     """The API keys of one data directory (`<data dir>/gateway/keys.sqlite3`)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout=10000")  # several terminal processes share it
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db = open_shared(path, _SCHEMA)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
 

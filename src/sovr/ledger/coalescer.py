@@ -145,3 +145,14 @@ class Coalescer(Generic[Item, Result]):
             if not group.failed:
                 group.results.append(result)
 
+
+
+def concatenated(create: Callable[[list], list], groups: list[list]) -> list[list]:
+    """`create` called once on all `groups` joined, its results split back per group."""
+    results = create([item for group in groups for item in group])
+    split, start = [], 0
+    for group in groups:
+        split.append(results[start:start + len(group)])
+        start += len(group)
+    assert start == len(results), "one result per item"
+    return split

@@ -37,7 +37,7 @@ from typing import Any
 
 import tigerbeetle as tb
 
-from sovr.ledger.coalescer import Coalescer
+from sovr.ledger.coalescer import Coalescer, concatenated
 from sovr.ledger.types import BATCH_EVENTS_MAX, LedgerError, LedgerUnavailableError
 
 log = logging.getLogger("sovr.ledger.local")
@@ -140,6 +140,8 @@ class LocalLedgerServer:
                     operation, argument = _receive(connection)
                 except (ConnectionError, OSError, EOFError):
                     break
+                if self._stopping.is_set():
+                    break  # closing: the caller sees the connection drop, nothing applied
                 _send(connection, self._execute(operation, argument))
         self._connections.discard(connection)
 
@@ -165,17 +167,11 @@ class LocalLedgerServer:
         batch is then run on its own, so the error reaches only the worker that caused it.
         """
         try:
-            results = self.ledger.create_transfers([t for batch in batches for t in batch])
+            return concatenated(self.ledger.create_transfers, batches)
         except Exception:
             if len(batches) == 1:
                 raise
             return [self._alone(batch) for batch in batches]
-        split, start = [], 0
-        for batch in batches:
-            split.append(results[start:start + len(batch)])
-            start += len(batch)
-        assert start == len(results)
-        return split
 
     def _alone(self, batch: list) -> list | Exception:
         try:

@@ -17,7 +17,6 @@ signer and digest -- who asked what, and why it was refused).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from sovr.gateway.shared_sqlite import open_shared
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rejections (
@@ -67,14 +68,9 @@ class RejectionRecord:
 
 class RejectionLog:
     def __init__(self, path: Path, terminal_id: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.terminal_id = terminal_id
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout=10000")  # several terminal processes share it
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_shared(path, _SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:

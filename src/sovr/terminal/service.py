@@ -34,7 +34,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import tigerbeetle as tb
@@ -67,7 +67,7 @@ from sovr.clearing.ids import UserKey
 from sovr.clearing.limits import DEFAULT_LIMITS, Limits
 from sovr.clearing.obligation import Obligation
 from sovr.ledger import BATCH_EVENTS_MAX, Ledger
-from sovr.ledger.coalescer import Coalescer
+from sovr.ledger.coalescer import Coalescer, concatenated
 from sovr.terminal.outcomes import IntentOutcome, TerminalError, invalid
 from sovr.terminal.rejections import RejectionLog, RejectionRecord
 from sovr.terminal.schemas import PURPOSES, FundingIn, IntentIn
@@ -121,7 +121,8 @@ class _Work:
     digest: bytes | None = None
     signer: str | None = None
     needs_tombstone: bool = False
-    extra: dict = field(default_factory=dict)
+    answer_from_ledger: bool = False  # it had cleared before: answer its current state
+    previously_rejected: bool = False  # leg 0's id had failed before this request
 
 
 class Terminal:
@@ -143,13 +144,7 @@ class Terminal:
         self.rejections.close()
 
     def _create_chains(self, chains: list[list[tb.Transfer]]) -> list[list]:
-        results = self.ledger.create_transfers([t for chain in chains for t in chain])
-        split, start = [], 0
-        for chain in chains:
-            split.append(results[start:start + len(chain)])
-            start += len(chain)
-        assert start == len(results)
-        return split
+        return concatenated(self.ledger.create_transfers, chains)
 
     async def _submit(self, chains: list[list[tb.Transfer]]) -> list[list]:
         return await asyncio.wrap_future(self.transfers.submit(chains))
@@ -253,7 +248,7 @@ class Terminal:
                 "authorized" if pending else "cleared", item.intent_id, result.duplicate,
                 result.transfer_id, pending, result.timestamp or None, item.amount_cents)
             if result.duplicate:
-                work.extra["lookup"] = True
+                work.answer_from_ledger = True
             return
         conflict = result.reason == RejectReason.INTENT_CONFLICT
         refusal = _Refusal(result.reason.value, _message(result),
@@ -269,7 +264,7 @@ class Terminal:
         if records:
             await asyncio.wrap_future(self.rejections.submit(records))
         for work in works:
-            if work.extra.get("lookup"):
+            if work.answer_from_ledger:
                 work.outcome = await self._current(work)
 
     async def _tombstone(self, works: list[_Work]) -> None:
@@ -284,10 +279,10 @@ class Terminal:
         results = await self._submit(chains)
         for work, (result,) in zip(burn_leg0, results[:len(burn_leg0)], strict=True):
             if result.status == TS.ID_ALREADY_FAILED:
-                work.extra["previously_rejected"] = True
+                work.previously_rejected = True
             elif result.status not in TOMBSTONED:
                 assert result.status == TS.EXISTS or result.status.name.startswith("EXISTS_")
-                work.extra["lookup"] = True  # that intent had cleared: answer its outcome
+                work.answer_from_ledger = True  # that intent had cleared: answer its outcome
 
     def _resolve_refusal(
         self, caller: str, work: _Work, first_in_request: dict[str, RejectionRecord]
@@ -295,18 +290,18 @@ class Terminal:
         refusal = work.refusal
         item = work.item
         earlier = None
-        if work.extra.get("previously_rejected") or (
+        if work.previously_rejected or (
             refusal.code == RejectReason.INTENT_PREVIOUSLY_REJECTED
         ):
             earlier = first_in_request.get(item.intent_id) or self.rejection_log.first_for(
                 caller, item.intent_id)
-        if work.extra.get("lookup"):
+        if work.answer_from_ledger:
             pass  # answered below from the ledger; this request is still logged as refused
         elif earlier is not None:
             work.outcome = IntentOutcome("rejected", item.intent_id, True, work.obligation_id,
                                          code=earlier.code, message=earlier.message,
                                          field=earlier.field)
-        elif work.extra.get("previously_rejected"):  # by a terminal whose log we lack
+        elif work.previously_rejected:  # by a terminal whose log we lack
             reason = RejectReason.INTENT_PREVIOUSLY_REJECTED
             work.outcome = IntentOutcome("rejected", item.intent_id, True, work.obligation_id,
                                          code=reason.value, message=MESSAGES[reason])
