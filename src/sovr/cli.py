@@ -128,6 +128,7 @@ def _serve_with_workers(settings: server.Settings, engine) -> None:
         ledger_server = LocalLedgerServer(engine, server.ledger_socket_path(settings.data_dir))
         worker_url = f"local://{ledger_server.path}"
     os.environ[server.WORKER_LEDGER_URL] = worker_url
+    server.tune_gc()  # this process holds the engine: its full collections stalled every call
     try:
         uvicorn.run("sovr.server:worker_app", factory=True, workers=settings.workers,
                     host=settings.host, port=settings.port, log_config=None,
