@@ -232,6 +232,7 @@ class LocalLedgerClient:
             ok, result = _receive(sock)
         except (OSError, ConnectionError, EOFError) as error:
             sock.close()
+            self._drop_idle()  # they went to the same server: reconnect afresh next time
             raise LedgerUnavailableError(
                 f"local ledger at {self.path}: {error}; the request may or may not have "
                 "been applied (retry it: every sovr write is idempotent)") from None
@@ -239,6 +240,12 @@ class LocalLedgerClient:
         if not ok:
             raise _rebuilt(result)
         return result
+
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sock in idle:
+            sock.close()
 
     def create_accounts(self, accounts):
         return self._call("create_accounts", list(accounts))
@@ -271,9 +278,7 @@ class LocalLedgerClient:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for sock in idle:
-            sock.close()
+        self._drop_idle()
 
     def __enter__(self) -> LocalLedgerClient:
         return self
