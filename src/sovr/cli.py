@@ -31,6 +31,7 @@ from sovr.clearing import chart
 from sovr.gateway.keys import DEFAULT_RATE_PER_SECOND, KeyStore, Scope
 from sovr.gateway.logs import configure_logging
 from sovr.ledger.local_server import LocalLedgerServer
+from sovr.workers import serve_workers
 
 HELP = "\n\n".join(
     [
@@ -130,9 +131,7 @@ def _serve_with_workers(settings: server.Settings, engine) -> None:
     os.environ[server.WORKER_LEDGER_URL] = worker_url
     server.tune_gc()  # this process holds the engine: its full collections stalled every call
     try:
-        uvicorn.run("sovr.server:worker_app", factory=True, workers=settings.workers,
-                    host=settings.host, port=settings.port, log_config=None,
-                    access_log=False, lifespan="off")
+        serve_workers(settings.workers, settings.host, settings.port)
     finally:
         if ledger_server is not None:
             ledger_server.close()

@@ -16,8 +16,8 @@
 | `ATTESTOR_ALLOWED_SIGNERS`        | the attestor's own address     | whose attestations clear    |
 
 Processes. A Python process runs Python on one core at a time, so `sovr up` runs the
-Credit Terminal in `SOVR_WORKERS` worker processes (uvicorn's, sharing one listening
-socket). On the embedded ledger the main process owns the engine and serves it to the
+Credit Terminal in `SOVR_WORKERS` worker processes (`sovr.workers`, one `SO_REUSEPORT`
+listening socket each). On the embedded ledger the main process owns the engine and serves it to the
 workers over a Unix socket (`sovr.ledger.local_server`); on a TigerBeetle cluster each
 worker is a client of the cluster. Workers are stateless: every write they make is an
 idempotent ledger request, and their shared files (API keys, the rejection log) are SQLite

@@ -1,0 +1,79 @@
+"""Terminal worker processes, each with its own listening socket (`SO_REUSEPORT`).
+
+Why not uvicorn's `--workers`: its workers share one listening socket, so whichever
+process is idle when a client connects keeps that connection for good. A worker busy with a
+batch of 8,189 intents then gets every batch of a client that connected while it was idle,
+and the other core waits. With a socket per worker bound with `SO_REUSEPORT`, the kernel
+spreads connections across the workers by hash, whatever each is doing.
+
+`serve_workers(count, host, port)` starts `count` processes running `sovr.server.worker_app`
+(configured by the environment, as uvicorn's workers were), restarts one that dies, and on
+SIGINT or SIGTERM stops them all (each finishes the requests it has) and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+
+log = logging.getLogger("sovr.workers")
+STOP_TIMEOUT_SECONDS = 30
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(host: str, port: int) -> None:
+    import uvicorn
+
+    from sovr.server import worker_app
+
+    sock = _listening_socket(host, port)
+    config = uvicorn.Config(worker_app, factory=True, log_config=None, access_log=False,
+                            lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve_workers(count: int, host: str, port: int) -> None:
+    assert count >= 1
+    _listening_socket(host, port).close()  # fail here, in the parent, if the port is taken
+    context = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    workers = []
+    try:
+        workers = [_start(context, host, port) for _ in range(count)]
+        log.info("terminal workers started", extra={"pids": [w.pid for w in workers]})
+        while not stop.wait(0.5):
+            for index, worker in enumerate(workers):
+                if not worker.is_alive():
+                    log.error("terminal worker died; starting another",
+                              extra={"pid": worker.pid, "exitcode": worker.exitcode})
+                    workers[index] = _start(context, host, port)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # SIGTERM: uvicorn finishes in-flight requests
+        for worker in workers:
+            worker.join(STOP_TIMEOUT_SECONDS)
+            if worker.is_alive():
+                worker.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _start(context, host: str, port: int):
+    process = context.Process(target=_worker, args=(host, port), name="sovr-terminal-worker")
+    process.start()
+    return process
