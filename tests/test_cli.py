@@ -129,3 +129,64 @@ def test_up_on_a_held_directory_fails_clearly(tmp_path) -> None:
         out, err = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "held by another process" in " ".join(err.split())
+
+
+def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(tmp_path) -> None:
+    port = free_port()
+    process = start_up(tmp_path, port)
+    try:
+        read_until(process, "Ctrl-C or SIGTERM stops.")
+        base = f"http://127.0.0.1:{port}"
+        wait_for_health(base)
+        key = (tmp_path / "development-api-key").read_text().strip()
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
+        funded = client.post("/v1/fundings", json={
+            "funding_id": "deposit-1", "wallet": "0x" + "22" * 20, "source": "CASH_ODFI",
+            "amount_cents": 500})
+        assert funded.status_code == 201
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            current = worker_pids(process.pid)
+            if len(current) == 2 and workers[0] not in current:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"no replacement worker: {worker_pids(process.pid)}")
+        for _ in range(20):  # new connections reach either worker; all see the same ledger
+            fresh = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
+            balance = fresh.get("/v1/users/0x" + "22" * 20 + "/balance")
+            assert balance.status_code == 200 and balance.json()["available_cents"] == 500
+            fresh.close()
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The terminal workers: `sovr up`'s children, not multiprocessing's resource tracker."""
+    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    children = [pid for pid in pids if _parent_of(pid) == parent]
+    return [pid for pid in children if "resource_tracker" not in _cmdline(pid)]
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
