@@ -46,7 +46,10 @@ HELP = "\n\n".join(
         "[cyan]TIGERBEETLE_CLUSTER_ID[/cyan]: that cluster's id (default: 0).",
         "[cyan]SOVR_HOST[/cyan] / [cyan]SOVR_PORT[/cyan]: where `sovr up` listens (default "
         "127.0.0.1:8080). [cyan]SOVR_WORKERS[/cyan]: terminal processes (default: one per "
-        "CPU). [cyan]SOVR_TERMINAL_ID[/cyan]: this terminal's name in logs and the "
+        "CPU). [cyan]SOVR_LEDGER_URL[/cyan]: the ledger URL itself (embedded://DIR, "
+        "local://SOCKET, tigerbeetle://ID@ADDRS), overriding the variables above. "
+        "[cyan]SOVR_LINGER_SECONDS[/cyan]: how long a terminal lets concurrent intents gather "
+        "into one ledger request (0.002). [cyan]SOVR_TERMINAL_ID[/cyan]: this terminal's name in logs and the "
         "rejection log (default: the host name). [cyan]SOVR_LOG_LEVEL[/cyan]: INFO (default) "
         "logs one JSON line per request; WARNING logs only problems.",
         "[cyan]ATTESTOR_PRIVATE_KEY[/cyan] (hex) or [cyan]ATTESTOR_KEYSTORE_FILE[/cyan] with "
