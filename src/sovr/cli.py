@@ -50,8 +50,8 @@ HELP = "\n\n".join(
         "local://SOCKET, tigerbeetle://ID@ADDRS), overriding the variables above. "
         "[cyan]SOVR_LINGER_SECONDS[/cyan]: how long a terminal lets concurrent intents gather "
         "into one ledger request (0.002). [cyan]SOVR_TERMINAL_ID[/cyan]: this terminal's name "
-        "in logs and the rejection log (default: the host name). [cyan]SOVR_LOG_LEVEL[/cyan]: INFO (default) "
-        "logs one JSON line per request; WARNING logs only problems.",
+        "in logs and the rejection log (default: the host name). [cyan]SOVR_LOG_LEVEL[/cyan]: "
+        "INFO (default) logs one JSON line per request; WARNING logs only problems.",
         "[cyan]ATTESTOR_PRIVATE_KEY[/cyan] (hex) or [cyan]ATTESTOR_KEYSTORE_FILE[/cyan] with "
         "[cyan]ATTESTOR_KEYSTORE_PASSWORD[/cyan] or [cyan]ATTESTOR_KEYSTORE_PASSWORD_FILE[/cyan]: "
         "the attestor's signing key (default: a development key generated into "
