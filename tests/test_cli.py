@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,3 +191,13 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_up_on_a_taken_port_fails_clearly(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = start_up(tmp_path, taken.getsockname()[1])
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "cannot listen on 127.0.0.1" in err and "in use" in err

@@ -31,7 +31,7 @@ from sovr.clearing import chart
 from sovr.gateway.keys import DEFAULT_RATE_PER_SECOND, KeyStore, Scope
 from sovr.gateway.logs import configure_logging
 from sovr.ledger.local_server import LocalLedgerServer
-from sovr.workers import serve_workers
+from sovr.workers import WorkersFailing, serve_workers
 
 HELP = "\n\n".join(
     [
@@ -103,7 +103,8 @@ def up() -> None:
             _serve_in_this_process(settings, engine, attestor_)
         else:
             _serve_with_workers(settings, engine)
-    except (sovr.ledger.LedgerError, AttestorKeyError, ValueError) as error:
+    except (sovr.ledger.LedgerError, AttestorKeyError, ValueError, OSError,
+            WorkersFailing) as error:
         err_console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     finally:

@@ -18,9 +18,12 @@ import multiprocessing
 import signal
 import socket
 import threading
+import time
 
 log = logging.getLogger("sovr.workers")
 STOP_TIMEOUT_SECONDS = 30
+QUICK_DEATH_SECONDS = 5.0  # a worker that dies sooner failed at start, not under load
+QUICK_DEATHS_MAX = 3
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -46,21 +49,32 @@ def _worker(host: str, port: int) -> None:
 
 def serve_workers(count: int, host: str, port: int) -> None:
     assert count >= 1
-    _listening_socket(host, port).close()  # fail here, in the parent, if the port is taken
+    try:  # fail here, in the parent, if the port is taken
+        _listening_socket(host, port).close()
+    except OSError as error:
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     workers = []
+    quick_deaths = 0
     try:
         workers = [_start(context, host, port) for _ in range(count)]
         log.info("terminal workers started", extra={"pids": [w.pid for w in workers]})
         while not stop.wait(0.5):
             for index, worker in enumerate(workers):
-                if not worker.is_alive():
-                    log.error("terminal worker died; starting another",
-                              extra={"pid": worker.pid, "exitcode": worker.exitcode})
-                    workers[index] = _start(context, host, port)
+                if worker.is_alive():
+                    continue
+                lived_seconds = time.monotonic() - worker.started_at
+                quick_deaths = quick_deaths + 1 if lived_seconds < QUICK_DEATH_SECONDS else 0
+                if quick_deaths > QUICK_DEATHS_MAX:
+                    raise WorkersFailing(
+                        f"terminal workers keep dying at start (exit code {worker.exitcode}); "
+                        "the log above says why")
+                log.error("terminal worker died; starting another",
+                          extra={"pid": worker.pid, "exitcode": worker.exitcode})
+                workers[index] = _start(context, host, port)
     finally:
         for worker in workers:
             if worker.is_alive():
@@ -76,4 +90,9 @@ def serve_workers(count: int, host: str, port: int) -> None:
 def _start(context, host: str, port: int):
     process = context.Process(target=_worker, args=(host, port), name="sovr-terminal-worker")
     process.start()
+    process.started_at = time.monotonic()
     return process
+
+
+class WorkersFailing(RuntimeError):
+    """Workers die as soon as they start: restarting them again would only hide why."""
