@@ -121,9 +121,7 @@ def _serve_in_this_process(settings: server.Settings, engine, attestor_) -> None
             network.app, host=settings.host, port=settings.port, log_config=None,
             access_log=False, lifespan="off")).run()
     finally:
-        network.terminal.close()
-        network.rejection_log.close()
-        network.keys.close()
+        network.close(ledger=False)  # `up` closes the engine it opened
 
 
 def _serve_with_workers(settings: server.Settings, engine) -> None:

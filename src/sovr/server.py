@@ -168,11 +168,13 @@ class Network:
             ledger.close()
             raise
 
-    def close(self) -> None:
+    def close(self, *, ledger: bool = True) -> None:
+        """Close what this Network opened; `ledger=False` leaves the ledger to its owner."""
         self.terminal.close()
         self.rejection_log.close()
         self.keys.close()
-        self.ledger.close()
+        if ledger:
+            self.ledger.close()
 
 
 def build_app(network: Network):

@@ -4,8 +4,8 @@
   anything else replaced by a fresh one; it is echoed in the response header, in every error
   body and in every log line written while serving the request.
 - **Size limit**: a body larger than the path's limit is refused with 413 before it is read
-  whole (the declared `Content-Length` is checked first; a chunked body is counted as it
-  arrives).
+  whole (the declared `Content-Length` is checked first; a chunked body is read here, counted
+  as it arrives, and handed on whole).
 - **Access log**: one JSON line per request: method, path, status, duration, caller.
 """
 
@@ -31,10 +31,6 @@ _ID_PREFIX = secrets.token_hex(6)
 _ID_COUNTER = itertools.count(1)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class GatewayMiddleware:
     def __init__(self, app, *, max_body_bytes: Callable[[str], int]) -> None:
         self.app = app
@@ -55,16 +51,16 @@ class GatewayMiddleware:
             if declared is not None and declared > limit:
                 await _send_error(send, request_id, _too_large(limit), status_holder)
                 return
-            if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                # Chunked: read it here, bounded, so an oversize body is a 413, not a
-                # parse error deep in the framework.
+            if declared is None:
+                # Chunked (or no body): read it here, bounded, so an oversize body is a 413,
+                # not a parse error deep in the framework. A declared length is enforced by
+                # the HTTP server itself.
                 body = await _read_bounded(receive, limit)
                 if body is None:
                     await _send_error(send, request_id, _too_large(limit), status_holder)
                     return
                 receive = _replay(body)
-            await self._serve(scope, _limited(receive, limit), send, request_id, status_holder,
-                              limit)
+            await self._serve(scope, receive, send, request_id, status_holder)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
             if ACCESS_LOG.enabled:
@@ -75,7 +71,7 @@ class GatewayMiddleware:
                 })
             REQUEST_ID.reset(token)
 
-    async def _serve(self, scope, receive, send, request_id, status_holder, limit) -> None:
+    async def _serve(self, scope, receive, send, request_id, status_holder) -> None:
         header = (b"x-request-id", request_id.encode())
         started_response = [False]
 
@@ -88,9 +84,6 @@ class GatewayMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except BodyTooLarge:
-            if not started_response[0]:
-                await _send_error(send, request_id, _too_large(limit), status_holder)
         except Exception:
             # Caught here, not by a FastAPI handler: Starlette re-raises after its handler,
             # and the server then drops the keep-alive connection.
@@ -147,20 +140,6 @@ def _replay(body: bytes):
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
-
-
-def _limited(receive, limit: int):
-    seen = [0]
-
-    async def receive_limited():
-        message = await receive()
-        if message["type"] == "http.request":
-            seen[0] += len(message.get("body", b""))
-            if seen[0] > limit:
-                raise BodyTooLarge()
-        return message
-
-    return receive_limited
 
 
 async def _send_error(send, request_id: str, error: ApiError, status_holder) -> None:

@@ -120,10 +120,14 @@ class FastIntentRoutes:
             intent = model.model_validate_json(body)
         except ValidationError as e:
             raise validation_api_error(e.errors()) from None
-        timeouts = [intent.timeout_seconds] if model is AuthorizationIn else None
-        (outcome,) = await self.terminal.clear_many(key.caller, [intent],
-                                                    timeout_seconds=timeouts)
-        return _outcome_response(outcome)
+        return await clear_one(self.terminal, key.caller, intent)
+
+
+async def clear_one(terminal: Terminal, caller: str, intent: IntentIn) -> Response:
+    """One intent, or an authorization when it carries `timeout_seconds`, as a response."""
+    timeouts = [intent.timeout_seconds] if isinstance(intent, AuthorizationIn) else None
+    (outcome,) = await terminal.clear_many(caller, [intent], timeout_seconds=timeouts)
+    return _outcome_response(outcome)
 
 
 async def _read_body(receive) -> bytes:
@@ -224,8 +228,7 @@ def terminal_router(terminal: Terminal, gateway: Gateway) -> APIRouter:
     @router.post("/intents", status_code=201, response_model=Outcome, responses=ok,
                  tags=["intents"], summary="Clear one obligation intent")
     async def clear(body: IntentIn, key: ApiKey = studio) -> Response:
-        (outcome,) = await terminal.clear_many(key.caller, [body])
-        return _outcome_response(outcome)
+        return await clear_one(terminal, key.caller, body)
 
     @router.post("/intents/batch", response_model=BatchOut, tags=["intents"],
                  summary=f"Clear up to {BATCH_INTENTS_MAX} intents, each with its own result",
@@ -251,9 +254,7 @@ def terminal_router(terminal: Terminal, gateway: Gateway) -> APIRouter:
     @router.post("/authorizations", status_code=201, response_model=Outcome, responses=ok,
                  tags=["authorizations"], summary="Hold an obligation until capture or void")
     async def authorize(body: AuthorizationIn, key: ApiKey = studio) -> Response:
-        (outcome,) = await terminal.clear_many(key.caller, [body],
-                                               timeout_seconds=[body.timeout_seconds])
-        return _outcome_response(outcome)
+        return await clear_one(terminal, key.caller, body)
 
     @router.post("/authorizations/{authorization_id}/capture", status_code=201,
                  response_model=Outcome, responses=ok, tags=["authorizations"],

@@ -114,7 +114,7 @@ class _Work:
     """One intent on its way through `clear_many`."""
 
     item: IntentIn
-    obligation_id: int
+    obligation_id: int = 0  # leg 0's id; set once known (no ledger write needs it before)
     outcome: IntentOutcome | None = None
     plan: Plan | None = None
     refusal: _Refusal | None = None
@@ -187,7 +187,7 @@ class Terminal:
     def _admit(
         self, caller: str, item: IntentIn, now_seconds: float, at: datetime, timeout: int
     ) -> _Work:
-        work = _Work(item, ids.intent_transfer_id(caller, item.intent_id, 0))
+        work = _Work(item)
         attestation, attestation_error = _parse_attestation(item.attestation)
         timestamp = attestation.intent.timestamp_seconds if attestation else 1
         try:
@@ -198,7 +198,7 @@ class Terminal:
             work.outcome = invalid(item.intent_id, e.field, f"{e.field}: {e.rule}")
             return work
         if attestation_error is not None:
-            return _refuse(work, _attestation_refusal(attestation_error))
+            return _refuse_early(work, caller, _attestation_refusal(attestation_error))
         try:
             verified = verify(
                 intent, attestation, allowed_signers=self.policy.allowed_signers,
@@ -207,7 +207,7 @@ class Terminal:
                 max_future_skew_seconds=self.policy.max_future_skew_seconds)
         except AttestationError as e:
             work.signer = attestation.signer if attestation else None
-            return _refuse(work, _attestation_refusal(e))
+            return _refuse_early(work, caller, _attestation_refusal(e))
         work.digest, work.signer = verified.digest, verified.signer
         sku, purpose_account = PURPOSES[item.purpose]
         try:
@@ -217,6 +217,7 @@ class Terminal:
         except ObligationError as e:
             work.outcome = invalid(item.intent_id, e.field, f"{e.field}: {e.rule}")
             return work
+        work.obligation_id = obligation.obligation_id
         planned = self.clearer.plan(obligation)
         if isinstance(planned, Rejected):
             return _refuse(work, _Refusal(planned.reason.value, _message(planned)))
@@ -271,6 +272,7 @@ class Terminal:
         """Burn the refused intents' leg 0 ids (where the ledger has not) and the ids of
         their attestations' use, so neither the intent nor the attestation ever clears."""
         burn_leg0 = [w for w in works if w.needs_tombstone]
+        assert all(w.obligation_id for w in burn_leg0)
         chains = [[tombstone_transfer(w.obligation_id)] for w in burn_leg0]
         chains += [[tombstone_transfer(ids.attestation_use_id(w.digest))]
                    for w in works if w.refusal is not None and w.digest is not None]
@@ -341,11 +343,11 @@ class Terminal:
                              message=earlier.message, field=earlier.field)
 
     async def _describe(self, intent_id: str | None, leg0: tb.Transfer) -> IntentOutcome:
+        """An obligation's state from its transfers (intent ids never name a deposit: those
+        are derived under the caller's `#funding` namespace)."""
+        assert leg0.code == TransferCode.OBLIGATION_CLEARING, leg0
         legs = await asyncio.to_thread(self._obligation_transfers, leg0.id)
         amount = sum(t.amount for t in legs if t.code == leg0.code and not t.pending_id)
-        if leg0.code == TransferCode.DEPOSIT:
-            return IntentOutcome("funded", intent_id, False, leg0.id, False, leg0.timestamp,
-                                 leg0.amount)
         if not leg0.flags & TF.PENDING:
             return IntentOutcome("cleared", intent_id, False, leg0.id, False, leg0.timestamp,
                                  amount)
@@ -355,10 +357,10 @@ class Terminal:
                              captured if state == "captured" else amount)
 
     def _obligation_transfers(self, obligation_id: int) -> list[tb.Transfer]:
-        found = self.ledger.query_transfers(tb.QueryFilter(
+        """Legs, limit charges, captures and voids: all carry the id in `user_data_128`."""
+        return self.ledger.query_transfers(tb.QueryFilter(
             user_data_128=obligation_id, user_data_64=0, user_data_32=0, ledger=0, code=0,
             timestamp_min=0, timestamp_max=0, limit=64, flags=tb.QueryFilterFlags.NONE))
-        return found or self.ledger.lookup_transfers([obligation_id])
 
     # Authorizations -------------------------------------------------------------------------
 
@@ -465,6 +467,12 @@ def _parse_attestation(data) -> tuple[Attestation | None, AttestationError | Non
 
 def _attestation_refusal(error: AttestationError) -> _Refusal:
     return _Refusal(error.code, str(error), getattr(error, "field", None))
+
+
+def _refuse_early(work: _Work, caller: str, refusal: _Refusal) -> _Work:
+    """A refusal before the obligation exists: leg 0's id is derived here for the tombstone."""
+    work.obligation_id = ids.intent_transfer_id(caller, work.item.intent_id, 0)
+    return _refuse(work, refusal)
 
 
 def _refuse(work: _Work, refusal: _Refusal, *, tombstone: bool = True) -> _Work:
