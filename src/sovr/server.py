@@ -65,6 +65,7 @@ from sovr.terminal.http import (
     install_error_handlers,
     terminal_router,
 )
+from sovr.terminal.narratives import NarrativeLog
 from sovr.terminal.rejections import RejectionLog
 from sovr.terminal.schemas import BATCH_INTENTS_MAX
 from sovr.terminal.service import AttestationPolicy, Terminal
@@ -151,9 +152,12 @@ class Network:
         self.keys = KeyStore(settings.data_dir / "gateway" / "keys.sqlite3")
         self.rejection_log = RejectionLog(
             settings.data_dir / "terminal" / "rejections.sqlite3", settings.terminal_id)
+        self.narrative_log = NarrativeLog(
+            settings.data_dir / "terminal" / "narratives.sqlite3", settings.terminal_id)
         policy = AttestationPolicy(signers, settings.max_age_seconds,
                                    settings.max_future_skew_seconds)
-        self.terminal = Terminal(ledger, policy=policy, rejection_log=self.rejection_log)
+        self.terminal = Terminal(ledger, policy=policy, rejection_log=self.rejection_log,
+                                 narrative_log=self.narrative_log)
         self.gateway = Gateway(self.keys)
         self.app = build_app(self)
 
@@ -172,6 +176,7 @@ class Network:
         """Close what this Network opened; `ledger=False` leaves the ledger to its owner."""
         self.terminal.close()
         self.rejection_log.close()
+        self.narrative_log.close()
         self.keys.close()
         if ledger:
             self.ledger.close()

@@ -7,6 +7,7 @@ from the template in milliseconds and dropped afterwards.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +79,21 @@ def embedded_ledger(tmp_path: Path) -> Iterator[sovr.ledger.Ledger]:
     with sovr.ledger.connect(f"embedded://{tmp_path / 'ledger'}") as ledger:
         chart.ensure_chart(ledger)
         yield ledger
+
+
+# The terminal's end-to-end helpers (tests/terminal/terminal_support.py) drive a live terminal.
+sys.path.insert(0, str(Path(__file__).parent.parent / "terminal"))
+
+
+@pytest.fixture
+def live_terminal(tmp_path: Path):
+    """A Credit Terminal served over HTTP on a fresh embedded ledger, with its data dir."""
+    from terminal_support import start_terminal
+
+    ledger = sovr.ledger.connect(f"embedded://{tmp_path / 'ledger'}")
+    chart.ensure_chart(ledger)
+    live = start_terminal("embedded", tmp_path / "data", ledger)
+    try:
+        yield live
+    finally:
+        live.close()

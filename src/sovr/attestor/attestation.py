@@ -403,3 +403,9 @@ def _check_settings(
             "replay_guard must have a claim() method (InMemoryReplayGuard, "
             "REPLAY_CHECKED_BY_LEDGER or a ReplayGuard of your own)"
         )
+
+
+def recover_signer(digest: bytes, signature: bytes) -> str:
+    """The EIP-55 address that signed `digest` (raises `AttestationMalformed` if none)."""
+    _check_signature(signature)
+    return _recover(digest, signature)

@@ -283,8 +283,7 @@ def deposit_plan(
     _check_fund(user, source_account_id, amount_cents)
     check_text("caller_id", caller_id)
     check_text("intent_id", intent_id)
-    said = "\x1f".join(("deposit", user.canonical, str(source_account_id), str(amount_cents),
-                        reference))
+    said = deposit_said(user, source_account_id, amount_cents, reference)
     transfer = tb.Transfer(
         id=ids.intent_transfer_id(caller_id, intent_id, 0),
         debit_account_id=source_account_id,
@@ -296,6 +295,12 @@ def deposit_plan(
     )
     link = _Link(transfer, "deposit", RejectReason.LEDGER_REFUSED, "deposit")
     return Plan(None, (link,), ())
+
+
+def deposit_said(user: UserKey, source_account_id: int, amount_cents: int, reference: str) -> str:
+    """What a funding caller said, as one text: the deposit's fingerprint hashes it."""
+    return "\x1f".join(("deposit", user.canonical, str(source_account_id), str(amount_cents),
+                         reference))
 
 
 def tombstone_transfer(transfer_id: int) -> tb.Transfer:

@@ -119,15 +119,20 @@ class Obligation:
 
 
     @property
-    def fingerprint(self) -> int:
-        """64 bits identifying everything the caller said (leg 0's `user_data_64`): the same
-        intent id with any other content conflicts instead of passing as a duplicate."""
+    def said(self) -> str:
+        """Everything the caller said about the intent, as one text (the narrative keeps it)."""
         parts = (
             "authorize" if self.timeout_seconds else "clear", self.user.canonical,
             str(self.amount_cents), str(self.purpose_account_id), str(int(self.sku or 0)),
             self.reference, str(self.timeout_seconds),
         )
-        return fingerprint("\x1f".join(parts))
+        return "\x1f".join(parts)
+
+    @property
+    def fingerprint(self) -> int:
+        """64 bits identifying everything the caller said (leg 0's `user_data_64`): the same
+        intent id with any other content conflicts instead of passing as a duplicate."""
+        return fingerprint(self.said)
 
     def legs(self) -> tuple[Leg, ...]:
         if self.sku is None:

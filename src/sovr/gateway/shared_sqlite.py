@@ -8,6 +8,7 @@ instead of failing at once.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 
 
@@ -19,3 +20,22 @@ def open_shared(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(schema)
     return db
+
+
+SOURCE_ID_SCHEMA = "CREATE TABLE IF NOT EXISTS source (id TEXT NOT NULL);"
+
+
+def source_id(db: sqlite3.Connection) -> str:
+    """This file's random, permanent name: what a reader's checkpoint for it is keyed by
+    (host names and paths repeat across machines; this does not)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        row = db.execute("SELECT id FROM source").fetchone()
+        if row is None:
+            row = (uuid.uuid4().hex,)
+            db.execute("INSERT INTO source (id) VALUES (?)", row)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return row[0]

@@ -27,9 +27,9 @@ from typing import Any
 
 import orjson
 
-from sovr.gateway.shared_sqlite import open_shared
+from sovr.gateway.shared_sqlite import SOURCE_ID_SCHEMA, open_shared, source_id
 
-_SCHEMA = """
+_SCHEMA = SOURCE_ID_SCHEMA + """
 CREATE TABLE IF NOT EXISTS rejections (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ns INTEGER NOT NULL,
@@ -71,6 +71,7 @@ class RejectionLog:
         self.path = path
         self.terminal_id = terminal_id
         self._db = open_shared(path, _SCHEMA)
+        self.source_id = source_id(self._db)
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -57,6 +57,7 @@ from sovr.clearing.clear import (
     Plan,
     Rejected,
     deposit_plan,
+    deposit_said,
     read_chain,
     settlement_chain,
     tombstone_transfer,
@@ -68,6 +69,7 @@ from sovr.clearing.limits import DEFAULT_LIMITS, Limits
 from sovr.clearing.obligation import Obligation
 from sovr.ledger import BATCH_EVENTS_MAX, Ledger
 from sovr.ledger.coalescer import Coalescer, concatenated
+from sovr.terminal.narratives import Narrative, NarrativeLog
 from sovr.terminal.outcomes import IntentOutcome, TerminalError, invalid
 from sovr.terminal.rejections import RejectionLog, RejectionRecord
 from sovr.terminal.schemas import PURPOSES, FundingIn, IntentIn
@@ -120,6 +122,7 @@ class _Work:
     refusal: _Refusal | None = None
     digest: bytes | None = None
     signer: str | None = None
+    attestation: Attestation | None = None
     needs_tombstone: bool = False
     answer_from_ledger: bool = False  # it had cleared before: answer its current state
     previously_rejected: bool = False  # leg 0's id had failed before this request
@@ -128,20 +131,23 @@ class _Work:
 class Terminal:
     def __init__(
         self, ledger: Ledger, *, policy: AttestationPolicy, rejection_log: RejectionLog,
-        limits: Limits = DEFAULT_LIMITS, clock=time.time,
+        narrative_log: NarrativeLog, limits: Limits = DEFAULT_LIMITS, clock=time.time,
     ) -> None:
         self.ledger = ledger
         self.policy = policy
         self.rejection_log = rejection_log
+        self.narrative_log = narrative_log
         self.clearer = Clearer(ledger, limits)
         self.clock = clock
         self.transfers = Coalescer("ledger", self._create_chains, max_weight=BATCH_EVENTS_MAX,
                                    weight=len, linger_seconds=LINGER_SECONDS)
         self.rejections = Coalescer("rejections", rejection_log.record_many, max_weight=8189)
+        self.narratives = Coalescer("narratives", narrative_log.record_many, max_weight=8189)
 
     def close(self) -> None:
         self.transfers.close()
         self.rejections.close()
+        self.narratives.close()
 
     def _create_chains(self, chains: list[list[tb.Transfer]]) -> list[list]:
         return concatenated(self.ledger.create_transfers, chains)
@@ -208,7 +214,7 @@ class Terminal:
         except AttestationError as e:
             work.signer = attestation.signer if attestation else None
             return _refuse_early(work, caller, _attestation_refusal(e))
-        work.digest, work.signer = verified.digest, verified.signer
+        work.digest, work.signer, work.attestation = verified.digest, verified.signer, attestation
         sku, purpose_account = PURPOSES[item.purpose]
         try:
             obligation = Obligation(caller, item.intent_id, user, item.amount_cents,
@@ -232,6 +238,9 @@ class Terminal:
         plans = [w.plan for w in planned]
         if self.clearer.needs_prepare(plans):
             await asyncio.to_thread(self.clearer.prepare, plans)
+        # Write-ahead: the narrative is on disk before its obligation can clear.
+        await asyncio.wrap_future(self.narratives.submit([_obligation_narrative(w)
+                                                         for w in planned]))
         return planned, self.transfers.submit([plan.transfers for plan in plans])
 
     async def _read_plans(self, planned: list[_Work], future: Future | None) -> None:
@@ -417,6 +426,12 @@ class Terminal:
                                 e.field) from None
         if self.clearer.needs_prepare_users([user]):
             await asyncio.to_thread(self.clearer.prepare_users, [(user, ())])
+        leg0 = plan.transfers[0]
+        await asyncio.wrap_future(self.narratives.submit([Narrative(
+            leg0.id, leg0.user_data_64, "funding", f"{caller}#funding", body.funding_id,
+            deposit_said(user, leg0.debit_account_id, body.amount_cents, body.reference or ""),
+            user_key=user.canonical, wallet=body.wallet, purpose=body.source,
+            amount_cents=body.amount_cents, reference=body.reference or "")]))
         (results,) = await self._submit([plan.transfers])
         result = read_chain(plan, results)
         if isinstance(result, Cleared):
@@ -490,6 +505,25 @@ def _narrative(work: _Work) -> dict:
     return {"wallet": item.wallet, "user_id": item.user_id, "purpose": item.purpose,
             "amount_cents": item.amount_cents, "reference": item.reference,
             "signer": work.signer, "digest": work.digest.hex() if work.digest else None}
+
+
+def _obligation_narrative(work: _Work) -> Narrative:
+    obligation = work.plan.obligation
+    leg0 = work.plan.transfers[0]
+    assert leg0.id == work.obligation_id == obligation.obligation_id
+    attestation = work.attestation
+    item = work.item
+    return Narrative(
+        leg0.id, leg0.user_data_64, "authorization" if obligation.timeout_seconds else
+        "obligation", obligation.caller_id, item.intent_id, obligation.said,
+        user_key=obligation.user.canonical, wallet=item.wallet, purpose=item.purpose,
+        amount_cents=item.amount_cents, reference=item.reference,
+        attestation_signer=work.signer,
+        attestation_signature="0x" + attestation.signature.hex() if attestation else None,
+        attestation_digest="0x" + work.digest.hex() if work.digest else None,
+        attestation_timestamp=attestation.intent.timestamp_seconds if attestation else None,
+        details={"timeout_seconds": obligation.timeout_seconds} if obligation.timeout_seconds
+        else None)
 
 
 def _pending_state(leg0: tb.Transfer, transfers: list[tb.Transfer], now_ns: int) -> str:

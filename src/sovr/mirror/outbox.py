@@ -1,0 +1,144 @@
+"""Forwarding the terminals' outboxes (narratives, rejections) into the mirror, exactly once.
+
+Each outbox is a SQLite file a terminal appends to (`sovr.terminal.narratives`,
+`sovr.terminal.rejections`) with a `seq` and a permanent random `source_id`. A step reads the
+rows after its checkpoint (`narratives:<source id>`, `rejections:<source id>`), COPYs them
+into PostgreSQL, appends an audit row with their digest and moves the checkpoint, all in one
+transaction. Rows are keyed by (obligation, fingerprint) and (source, seq), so a replay
+inserts nothing twice.
+
+On one machine the sync worker forwards the local data directory's outboxes itself. With
+terminals on other machines, each runs `sovr mirror --outboxes-only` beside its data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+import psycopg
+
+from sovr.mirror import audit
+from sovr.mirror.narrative import HASHED_COLUMNS, narrative_sha256
+from sovr.terminal.narratives import COLUMNS as OUTBOX_NARRATIVE_COLUMNS
+from sovr.terminal.narratives import NarrativeLog
+from sovr.terminal.rejections import RejectionLog, RejectionRecord
+
+ROWS_PER_TRANSACTION = 5000
+
+NARRATIVE_COLUMNS = (*HASHED_COLUMNS, "recorded_at", "narrative_sha256", "source_id",
+                     "source_seq")
+REJECTION_COLUMNS = ("source_id", "seq", "terminal_id", "rejected_at", "caller", "intent_id",
+                     "obligation_id", "code", "message", "field", "ledger_status", "intent")
+
+
+@dataclass
+class OutboxSpec:
+    """How one kind of outbox maps into the mirror."""
+
+    action: str  # the audit action, and the checkpoint's prefix
+    table: str
+    columns: tuple[str, ...]
+    key: str  # the ON CONFLICT target
+    digest_columns: tuple[str, ...]
+
+
+NARRATIVES = OutboxSpec(audit.ACTION_NARRATIVES, "narratives", NARRATIVE_COLUMNS,
+                        "obligation_id, fingerprint", audit.NARRATIVE_DIGEST_COLUMNS)
+REJECTIONS = OutboxSpec(audit.ACTION_REJECTIONS, "rejections", REJECTION_COLUMNS,
+                        "source_id, seq", audit.REJECTION_DIGEST_COLUMNS)
+
+
+class OutboxStep:
+    """Forwards one outbox file; `run_once()` is one transaction."""
+
+    def __init__(self, conn: psycopg.Connection, spec: OutboxSpec, source_id: str,
+                 read: Callable[[int, int], tuple[list[tuple], int]]) -> None:
+        """`read(after_seq, limit)` gives (rows in `spec.columns` order, the last seq)."""
+        self.conn = conn
+        self.spec = spec
+        self.source_id = source_id
+        self._read = read
+        self.name = f"{spec.action}:{source_id}"
+
+    def run_once(self) -> int:
+        conn = self.conn
+        with conn.transaction():
+            conn.execute("INSERT INTO sync_checkpoints (name, position) VALUES (%s, 0) "
+                         "ON CONFLICT (name) DO NOTHING", (self.name,))
+            (position,) = conn.execute(
+                "SELECT position FROM sync_checkpoints WHERE name = %s FOR UPDATE",
+                (self.name,)).fetchone()
+            rows, last_seq = self._read(int(position), ROWS_PER_TRANSACTION)
+            if rows:
+                self._write(rows, int(position) + 1, last_seq)
+                conn.execute("UPDATE sync_checkpoints SET position = %s, updated_at = now() "
+                             "WHERE name = %s", (last_seq, self.name))
+        return len(rows)
+
+    def _write(self, rows: Sequence[tuple], seq_min: int, seq_max: int) -> None:
+        spec = self.spec
+        conn = self.conn
+        stage = f"stage_{spec.table}"
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                     f"SELECT {', '.join(spec.columns)} FROM {spec.table} WITH NO DATA")
+        with conn.cursor().copy(
+                f"COPY {stage} ({', '.join(spec.columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        inserted = conn.execute(
+            f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) "
+            f"SELECT {', '.join(spec.columns)} FROM {stage} "
+            f"ON CONFLICT ({spec.key}) DO NOTHING").rowcount
+        index = {c: i for i, c in enumerate(spec.columns)}
+        digest_rows = [[row[index[c]] for c in spec.digest_columns] for row in rows]
+        audit.append(conn, spec.action, self.name, {
+            "source_id": self.source_id, "seq_min": seq_min, "seq_max": seq_max,
+            "rows": len(rows), "inserted": inserted,
+            "content_sha256": audit.digest_lines(digest_rows)})
+
+
+def narrative_step(conn: psycopg.Connection, log: NarrativeLog) -> OutboxStep:
+    def read(after_seq: int, limit: int) -> tuple[list[tuple], int]:
+        raw = log.read(after_seq, limit)
+        return [_narrative_row(r, log.source_id) for r in raw], (raw[-1][0] if raw else 0)
+
+    return OutboxStep(conn, NARRATIVES, log.source_id, read)
+
+
+def rejection_step(conn: psycopg.Connection, log: RejectionLog) -> OutboxStep:
+    def read(after_seq: int, limit: int) -> tuple[list[tuple], int]:
+        records = log.read(after_seq, limit)
+        rows = [_rejection_row(r, log.source_id) for r in records]
+        return rows, (records[-1].seq if records else 0)
+
+    return OutboxStep(conn, REJECTIONS, log.source_id, read)
+
+
+_OUTBOX_INDEX = {c: i for i, c in enumerate(OUTBOX_NARRATIVE_COLUMNS)}
+
+
+def _narrative_row(raw: tuple, source_id: str) -> tuple:
+    values = {c: raw[_OUTBOX_INDEX[c]] for c in OUTBOX_NARRATIVE_COLUMNS}
+    values["obligation_id"] = int(values["obligation_id"])
+    values["fingerprint"] = int(values["fingerprint"])
+    if values["amount_cents"] is not None:
+        values["amount_cents"] = int(values["amount_cents"])
+    values["details"] = orjson.loads(values["details"])
+    digest = narrative_sha256(values)
+    values["details"] = orjson.dumps(values["details"]).decode()
+    recorded_at = _timestamptz(values["recorded_at_ns"])
+    return (*(values[c] for c in HASHED_COLUMNS), recorded_at, digest, source_id,
+            values["seq"])
+
+
+def _rejection_row(r: RejectionRecord, source_id: str) -> tuple:
+    return (source_id, r.seq, r.terminal_id, _timestamptz(r.at_ns), r.caller, r.intent_id,
+            r.obligation_id, r.code, r.message, r.field, r.ledger_status,
+            orjson.dumps(r.intent).decode())
+
+
+def _timestamptz(at_ns: int) -> datetime:
+    return datetime.fromtimestamp(at_ns / 1e9, UTC)

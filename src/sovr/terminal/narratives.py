@@ -1,0 +1,120 @@
+"""The narrative outbox: what a caller said about each obligation, on disk before it clears.
+
+A transfer holds ids, amounts and three numbers; the narrative (who asked, for which wallet,
+which reference, under whose attestation, through which terminal) does not fit. The
+terminal writes it here, durably (`synchronous=FULL`, one group commit per ledger round
+trip), *before* the obligation goes to the ledger. So if the terminal dies between clearing
+and answering, the narrative is already on disk, and the mirror's sync worker forwards it
+to PostgreSQL by `seq` cursor (`sovr.mirror.outbox`) exactly once.
+
+A row is keyed by (obligation id, fingerprint): the fingerprint is leg 0's `user_data_64`, a
+hash of `said` (everything the caller said). A retry adds nothing; a retry with other
+words is another row, and the mirror joins the one whose fingerprint the ledger holds. A
+narrative whose obligation was refused stays here with no transfer to join.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sovr.gateway.shared_sqlite import SOURCE_ID_SCHEMA, open_shared, source_id
+
+_SCHEMA = SOURCE_ID_SCHEMA + """
+CREATE TABLE IF NOT EXISTS narratives (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    obligation_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    intent_id TEXT NOT NULL,
+    terminal_id TEXT NOT NULL,
+    said TEXT NOT NULL,
+    user_key TEXT,
+    wallet TEXT,
+    purpose TEXT,
+    amount_cents TEXT,
+    reference TEXT,
+    attestation_signer TEXT,
+    attestation_signature TEXT,
+    attestation_digest TEXT,
+    attestation_timestamp INTEGER,
+    details BLOB NOT NULL,
+    recorded_at_ns INTEGER NOT NULL,
+    UNIQUE (obligation_id, fingerprint)
+);
+"""
+# The columns a reader gets, in order (u128 values as decimal text: SQLite has 64-bit ints).
+COLUMNS = ("seq", "obligation_id", "fingerprint", "kind", "caller", "intent_id",
+           "terminal_id", "said", "user_key", "wallet", "purpose", "amount_cents", "reference",
+           "attestation_signer", "attestation_signature", "attestation_digest",
+           "attestation_timestamp", "details", "recorded_at_ns")
+_INSERT = (f"INSERT OR IGNORE INTO narratives ({', '.join(COLUMNS[1:])}) "
+           f"VALUES ({', '.join('?' * (len(COLUMNS) - 1))})")
+
+
+@dataclass(frozen=True, slots=True)
+class Narrative:
+    obligation_id: int
+    fingerprint: int
+    kind: str  # "obligation" | "authorization" | "funding" | "journal"
+    caller: str  # the caller id that, with intent_id, derived the obligation id
+    intent_id: str
+    said: str  # the text leg 0's fingerprint hashes
+    user_key: str | None = None
+    wallet: str | None = None
+    purpose: str | None = None
+    amount_cents: int | None = None
+    reference: str | None = None
+    attestation_signer: str | None = None
+    attestation_signature: str | None = None
+    attestation_digest: str | None = None
+    attestation_timestamp: int | None = None
+    details: dict[str, Any] | None = None
+
+
+class NarrativeLog:
+    def __init__(self, path: Path, terminal_id: str) -> None:
+        self.path = path
+        self.terminal_id = terminal_id
+        self._db = open_shared(path, _SCHEMA)
+        self.source_id = source_id(self._db)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def record_many(self, narratives: Sequence[Narrative]) -> list[None]:
+        """Write `narratives` in one durable transaction (repeats are ignored)."""
+        if not narratives:
+            return []
+        at_ns = time.time_ns()
+        rows = [(str(n.obligation_id), str(n.fingerprint), n.kind, n.caller, n.intent_id,
+                 self.terminal_id, n.said, n.user_key, n.wallet, n.purpose,
+                 None if n.amount_cents is None else str(n.amount_cents), n.reference,
+                 n.attestation_signer, n.attestation_signature, n.attestation_digest,
+                 n.attestation_timestamp, orjson.dumps(n.details or {}), at_ns)
+                for n in narratives]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(_INSERT, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [None] * len(narratives)
+
+    def read(self, after_seq: int = 0, limit: int = 5000) -> list[tuple]:
+        """Rows with `seq > after_seq`, oldest first, as `COLUMNS`."""
+        with self._lock:
+            return self._db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM narratives WHERE seq > ? ORDER BY seq "
+                "LIMIT ?", (after_seq, limit)).fetchall()

@@ -1,0 +1,85 @@
+"""Narratives and rejections: from the terminal's outboxes into the mirror, bound to the ledger."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import dict_row
+from terminal_support import new_id
+
+from sovr.mirror import narrative
+from sovr.mirror.service import MirrorService
+
+
+def _mirror_everything(live, url: str) -> MirrorService:
+    service = MirrorService(url, live.network.ledger, live.data_dir)
+    moved = service.worker.run_until_caught_up()
+    assert moved > 0
+    return service
+
+
+def _entries(url: str) -> list[dict]:
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT n.*, j.kind AS transfer_kind, j.has_narrative, d.user_data_64, "
+            "j.obligation_id AS leg0_id, j.timestamp FROM journal_entries j "
+            "JOIN double_entry d ON d.transfer_id = j.obligation_id "
+            "LEFT JOIN narratives n ON n.obligation_id = j.obligation_id "
+            "AND n.fingerprint = j.fingerprint ORDER BY j.timestamp").fetchall()
+
+
+def test_every_cleared_intent_has_its_narrative_bound_to_leg_0(live_terminal, mirror_url):
+    wallet = live_terminal.funded_wallet(10_000)
+    bodies = [live_terminal.intent(wallet, 150, "milk") for _ in range(3)]
+    for body in bodies:
+        assert live_terminal.studio.post("/v1/intents", json=body).status_code == 201
+    service = _mirror_everything(live_terminal, mirror_url)
+    try:
+        entries = _entries(mirror_url)
+    finally:
+        service.close()
+    obligations = [e for e in entries if e["transfer_kind"] == "obligation_clearing"]
+    assert [e["intent_id"] for e in obligations] == [b["intent_id"] for b in bodies]
+    assert all(e["has_narrative"] for e in entries)
+    for entry in obligations:
+        assert entry["wallet"] == wallet and entry["purpose"] == "milk"
+        assert entry["attestation_signer"] == live_terminal.attestor.address
+        leg0 = {"transfer_id": entry["leg0_id"], "user_data_64": entry["user_data_64"]}
+        assert narrative.problems(entry, leg0) == []
+    funding = [e for e in entries if e["transfer_kind"] == "deposit"]
+    assert len(funding) == 1 and funding[0]["user_key"] is not None
+
+
+def test_a_changed_narrative_is_detected(live_terminal, mirror_url):
+    wallet = live_terminal.funded_wallet(1_000)
+    body = live_terminal.intent(wallet, 150, "bread")
+    assert live_terminal.studio.post("/v1/intents", json=body).status_code == 201
+    _mirror_everything(live_terminal, mirror_url).close()
+    with psycopg.connect(mirror_url) as conn:
+        conn.execute("UPDATE narratives SET reference = 'another order' WHERE intent_id = %s",
+                     (body["intent_id"],))
+        conn.execute("UPDATE narratives SET said = replace(said, '150', '15') "
+                     "WHERE kind = 'funding'")
+    entries = {e["intent_id"]: e for e in _entries(mirror_url)}
+    edited = entries[body["intent_id"]]
+    leg0 = {"transfer_id": edited["leg0_id"], "user_data_64": edited["user_data_64"]}
+    found = narrative.problems(edited, leg0)
+    assert any("narrative_sha256" in p for p in found)
+    assert any("attestation digest" in p for p in found)
+
+
+def test_rejections_reach_the_mirror_once(live_terminal, mirror_url):
+    wallet = live_terminal.funded_wallet(100)
+    body = live_terminal.intent(wallet, 5_000, "STRIPE_SETTLEMENT")
+    response = live_terminal.studio.post("/v1/intents", json=body)
+    assert response.status_code == 422
+    service = _mirror_everything(live_terminal, mirror_url)
+    assert service.worker.run_until_caught_up() == 0
+    service.close()
+    with psycopg.connect(mirror_url) as conn:
+        rows = conn.execute("SELECT intent_id, code FROM rejections").fetchall()
+        refused_narrative = conn.execute(
+            "SELECT count(*) FROM narratives WHERE intent_id = %s", (body["intent_id"],)
+        ).fetchone()[0]
+    assert rows == [(body["intent_id"], "insufficient_funds")]
+    assert refused_narrative == 1  # written ahead; no transfer joins it
+    assert new_id()  # the helper module is the terminal's own
