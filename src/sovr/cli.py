@@ -31,6 +31,9 @@ from sovr.clearing import chart
 from sovr.gateway.keys import DEFAULT_RATE_PER_SECOND, KeyStore, Scope
 from sovr.gateway.logs import configure_logging
 from sovr.ledger.local_server import LocalLedgerServer
+from sovr.mirror import cli as mirror_cli
+from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError
+from sovr.mirror.service import MirrorService
 from sovr.workers import WorkersFailing, serve_workers
 
 HELP = "\n\n".join(
@@ -58,8 +61,10 @@ HELP = "\n\n".join(
         "$SOVR_DATA_DIR/attestor). [cyan]ATTESTOR_ALLOWED_SIGNERS[/cyan]: the addresses whose "
         "attestations the terminal accepts (default: the attestor's own). "
         "[cyan]SOVR_ATTESTATION_MAX_AGE_SECONDS[/cyan]: how old an attestation may be (3600).",
-        "[cyan]ORACLE_LEDGER_DATABASE_URL[/cyan]: reserved for the PostgreSQL mirror, which is "
-        "not in this version yet; no command reads it today.",
+        "[cyan]ORACLE_LEDGER_DATABASE_URL[/cyan]: the Oracle Ledger mirror's PostgreSQL "
+        "(14+). Unset, sovr runs a private embedded PostgreSQL in $SOVR_DATA_DIR/mirror/postgres "
+        "(`sovr db url` prints how to open psql on it). [cyan]SOVR_MIRROR[/cyan]: `off` keeps "
+        "`sovr up` from running the mirror's sync worker (run `sovr mirror` instead).",
     ]
 )
 
@@ -76,6 +81,7 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+mirror_cli.register(app)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -98,11 +104,12 @@ def up() -> None:
     try:
         attestor_, development = server.load_attestor(settings.data_dir)
         chart.ensure_chart(engine)
-        _announce(settings, attestor_.address, development)
-        if settings.workers == 1:
-            _serve_in_this_process(settings, engine, attestor_)
-        else:
-            _serve_with_workers(settings, engine)
+        with _mirror(settings, engine) as mirror_lines:
+            _announce(settings, attestor_.address, development, mirror_lines)
+            if settings.workers == 1:
+                _serve_in_this_process(settings, engine, attestor_)
+            else:
+                _serve_with_workers(settings, engine)
     except (sovr.ledger.LedgerError, AttestorKeyError, ValueError, OSError,
             WorkersFailing) as error:
         err_console.print(f"[red]error:[/red] {error}")
@@ -110,6 +117,43 @@ def up() -> None:
     finally:
         engine.close()
         console.print("stopped; ledger closed")
+
+
+@contextlib.contextmanager
+def _mirror(settings: server.Settings, engine) -> Iterator[list[str]]:
+    """The Oracle Ledger mirror beside the network: its database and sync worker.
+
+    Clearing never waits for it: if its PostgreSQL cannot start, `up` says so and serves
+    without a mirror (`sovr mirror` can catch up later from the ledger and the outboxes).
+    """
+    if not settings.mirror:
+        yield ["mirror:    off (SOVR_MIRROR=off; `sovr mirror` can follow the ledger instead)"]
+        return
+    database = MirrorDatabase.from_settings(settings.data_dir, settings.mirror_database_url)
+    try:
+        url = database.open()
+    except MirrorDatabaseError as error:
+        yield [f"[yellow]mirror:    not started: {error}[/yellow]"]
+        return
+    service = MirrorService(url, engine, settings.data_dir,
+                            terminal_id=settings.terminal_id).start()
+    lines = [f"mirror:    {_redacted(url)} (Oracle Ledger, PostgreSQL)"]
+    if database.embedded is not None:
+        lines.append(f"psql:      {database.embedded.psql_command()}")
+    try:
+        yield lines
+    finally:
+        service.close()
+        database.close()
+
+
+def _redacted(url: str) -> str:
+    """`url` without its password, for printing."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def _serve_in_this_process(settings: server.Settings, engine, attestor_) -> None:
@@ -139,7 +183,8 @@ def _serve_with_workers(settings: server.Settings, engine) -> None:
             ledger_server.close()
 
 
-def _announce(settings: server.Settings, attestor_address: str, development: bool) -> None:
+def _announce(settings: server.Settings, attestor_address: str, development: bool,
+              mirror_lines: list[str]) -> None:
     keys = KeyStore(settings.data_dir / "gateway" / "keys.sqlite3")
     try:
         created = server.ensure_development_key(keys, settings.data_dir)
@@ -153,6 +198,8 @@ def _announce(settings: server.Settings, attestor_address: str, development: boo
     console.print(f"attestor:  {base}/v1/attestations  (signer {attestor_address}"
                   + (", a development key: set ATTESTOR_PRIVATE_KEY for real use)"
                      if development else ")"), soft_wrap=True)
+    for line in mirror_lines:
+        console.print(line, soft_wrap=True)
     key_file = settings.data_dir / server.DEV_KEY_FILE
     if created:
         console.print(f"API key:   created a development key (all scopes) in {key_file}",

@@ -14,6 +14,8 @@
 | `SOVR_ATTESTATION_MAX_AGE_SECONDS`| 3600                           | seed 003's `max_age_seconds`|
 | `ATTESTOR_PRIVATE_KEY` / keystore | a development key, generated   | the attestor's signing key  |
 | `ATTESTOR_ALLOWED_SIGNERS`        | the attestor's own address     | whose attestations clear    |
+| `ORACLE_LEDGER_DATABASE_URL`      | embedded PostgreSQL in data dir| the Oracle Ledger mirror    |
+| `SOVR_MIRROR`                     | `on`                           | `off`: no sync worker in up |
 
 Processes. A Python process runs Python on one core at a time, so `sovr up` runs the
 Credit Terminal in `SOVR_WORKERS` worker processes (`sovr.workers`, one `SO_REUSEPORT`
@@ -86,6 +88,8 @@ class Settings:
     max_future_skew_seconds: int = DEFAULT_MAX_FUTURE_SKEW_SECONDS
 
     workers: int = 1
+    mirror_database_url: str | None = None  # None: the embedded PostgreSQL in data_dir
+    mirror: bool = True  # `sovr up` runs the mirror's sync worker
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -99,6 +103,8 @@ class Settings:
             terminal_id=env.get("SOVR_TERMINAL_ID") or socket.gethostname(),
             max_age_seconds=int(env.get("SOVR_ATTESTATION_MAX_AGE_SECONDS")
                                 or DEFAULT_MAX_AGE_SECONDS),
+            mirror_database_url=env.get("ORACLE_LEDGER_DATABASE_URL") or None,
+            mirror=(env.get("SOVR_MIRROR") or "on").lower() not in ("off", "0", "false", "no"),
         )
 
 

@@ -234,8 +234,10 @@ def local_terminal(extra_env: dict[str, str] | None = None) -> Iterator[tuple[st
         env = {k: v for k, v in os.environ.items()
                if k not in ("TIGERBEETLE_ADDRESSES", "ATTESTOR_KEYSTORE_FILE",
                             "ATTESTOR_ALLOWED_SIGNERS")}
+        # The terminal alone unless asked: `sovr bench mirror` measures it with the mirror.
         env.update({"SOVR_DATA_DIR": directory, "SOVR_PORT": str(port),
-                    "ATTESTOR_PRIVATE_KEY": attestor_key, **(extra_env or {})})
+                    "ATTESTOR_PRIVATE_KEY": attestor_key, "SOVR_MIRROR": "off",
+                    **(extra_env or {})})
         log_path = Path(directory) / "server.log"
         with open(log_path, "wb") as log_file:
             child = subprocess.Popen([sys.executable, "-m", "sovr", "up"], env=env,

@@ -79,7 +79,7 @@ class EmbeddedPostgres:
 
     def psql_command(self) -> str:
         """A shell command that opens psql on the mirror."""
-        bin_path = _embedded().POSTGRES_BIN_PATH / "psql"
+        bin_path = _embedded()._commands.POSTGRES_BIN_PATH / "psql"
         url = self._server.get_uri(DATABASE_NAME) if self._server else "<not started>"
         return f"{bin_path} '{url}'"
 
