@@ -26,6 +26,7 @@ import sovr.ledger
 from sovr import server
 from sovr.attestor import Attestor, AttestorKeyError
 from sovr.bench import ledger as ledger_bench
+from sovr.bench import mirror as mirror_bench
 from sovr.bench import terminal as terminal_bench
 from sovr.clearing import chart
 from sovr.gateway.keys import DEFAULT_RATE_PER_SECOND, KeyStore, Scope
@@ -466,6 +467,35 @@ def bench_terminal(
         console.print(f"terminal: {base}; attestation verification on; {users} payers")
         asyncio.run(terminal_bench.run_bench(base, key, Attestor(attestor_key), config, report))
     console.print(table)
+
+
+@bench_app.command("mirror")
+def bench_mirror(
+    transfers: Annotated[int, typer.Option(min=3, help="Transfers to mirror per run.")] = 300_000,
+    runs: Annotated[int, typer.Option(min=1)] = 3,
+    rate: Annotated[int, typer.Option(min=0, help="Intents/s offered to `sovr up` for the "
+                                      "lag phase (0 skips it).")] = 5000,
+    seconds: Annotated[float, typer.Option(min=1)] = 20.0,
+    batch_size: Annotated[int, typer.Option(min=1, max=8189)] = 100,
+    users: Annotated[int, typer.Option(min=1)] = 1000,
+) -> None:
+    """Mirror throughput (transfers/s into PostgreSQL) and sync lag while clearing."""
+    def report(run: int, mirrored: int, seconds_: float) -> None:
+        console.print(f"run {run + 1}: {mirrored:,} transfers mirrored in {seconds_:.2f} s = "
+                      f"{mirrored / seconds_:,.0f} transfers/s")
+
+    figures = mirror_bench.mirror_throughput(transfers, runs, report)
+    console.print(f"[bold]mirror throughput: median {mirror_bench.median(figures):,.0f} "
+                  f"transfers/s[/bold] over {runs} runs (target >= 20,000)")
+    if not rate:
+        return
+    result = mirror_bench.lag_under_load(rate, seconds, batch_size, users)
+    console.print(
+        f"[bold]lag while clearing: {result.per_second:,.0f} intents/s cleared "
+        f"({result.refused} refused) for {result.seconds:.1f} s; sync lag p50 "
+        f"{result.lag_ms(0.5):.0f} ms, p99 {result.lag_ms(0.99):.0f} ms, max "
+        f"{result.lag_ms(1.0):.0f} ms[/bold] (target < 1,000 ms at 5,000/s); "
+        f"{result.unmirrored} not mirrored within 60 s")
 
 
 @contextlib.contextmanager

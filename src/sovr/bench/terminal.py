@@ -226,10 +226,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_terminal(extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, str, str]]:
-    """(base url, API key, attestor key) of a fresh `sovr up` child process."""
+def local_terminal(extra_env: dict[str, str] | None = None,
+                   directory: str | None = None) -> Iterator[tuple[str, str, str]]:
+    """(base url, API key, attestor key) of a fresh `sovr up` child process (data in
+    `directory`, or a temporary one)."""
     attestor_key = "0x" + secrets.token_hex(32)
-    with tempfile.TemporaryDirectory(prefix="sovr-bench-terminal-") as directory:
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="sovr-bench-terminal-"))
         port = free_port()
         env = {k: v for k, v in os.environ.items()
                if k not in ("TIGERBEETLE_ADDRESSES", "ATTESTOR_KEYSTORE_FILE",
