@@ -34,7 +34,7 @@ from sovr.gateway.logs import configure_logging
 from sovr.ledger.local_server import LocalLedgerServer
 from sovr.mirror import cli as mirror_cli
 from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError
-from sovr.mirror.service import MirrorService
+from sovr.mirror.service import MirrorProcess, MirrorService
 from sovr.workers import WorkersFailing, serve_workers
 
 HELP = "\n\n".join(
@@ -105,12 +105,13 @@ def up() -> None:
     try:
         attestor_, development = server.load_attestor(settings.data_dir)
         chart.ensure_chart(engine)
-        with _mirror(settings, engine) as mirror_lines:
+        with _shared_ledger(settings, engine) as shared_url, \
+                _mirror(settings, engine, shared_url) as mirror_lines:
             _announce(settings, attestor_.address, development, mirror_lines)
             if settings.workers == 1:
                 _serve_in_this_process(settings, engine, attestor_)
             else:
-                _serve_with_workers(settings, engine)
+                _serve_with_workers(settings, shared_url)
     except (sovr.ledger.LedgerError, AttestorKeyError, ValueError, OSError,
             WorkersFailing) as error:
         err_console.print(f"[red]error:[/red] {error}")
@@ -121,8 +122,12 @@ def up() -> None:
 
 
 @contextlib.contextmanager
-def _mirror(settings: server.Settings, engine) -> Iterator[list[str]]:
+def _mirror(settings: server.Settings, engine, shared_url: str | None) -> Iterator[list[str]]:
     """The Oracle Ledger mirror beside the network: its database and sync worker.
+
+    With worker processes the sync worker is a process of its own too (`sovr mirror`, on the
+    shared ledger URL), so mirroring never takes the engine's or a terminal's core time
+    under one GIL; with `SOVR_WORKERS=1` it is a thread of this process.
 
     Clearing never waits for it: if its PostgreSQL cannot start, `up` says so and serves
     without a mirror (`sovr mirror` can catch up later from the ledger and the outboxes).
@@ -136,8 +141,11 @@ def _mirror(settings: server.Settings, engine) -> Iterator[list[str]]:
     except MirrorDatabaseError as error:
         yield [f"[yellow]mirror:    not started: {error}[/yellow]"]
         return
-    service = MirrorService(url, engine, settings.data_dir,
-                            terminal_id=settings.terminal_id).start()
+    if shared_url is None:
+        service = MirrorService(url, engine, settings.data_dir,
+                                terminal_id=settings.terminal_id).start()
+    else:
+        service = MirrorProcess(url, shared_url).start()
     lines = [f"mirror:    {_redacted(url)} (Oracle Ledger, PostgreSQL)"]
     if database.embedded is not None:
         lines.append(f"psql:      {database.embedded.psql_command()}")
@@ -169,19 +177,27 @@ def _serve_in_this_process(settings: server.Settings, engine, attestor_) -> None
         network.close(ledger=False)  # `up` closes the engine it opened
 
 
-def _serve_with_workers(settings: server.Settings, engine) -> None:
-    ledger_server = None
-    worker_url = settings.ledger_url
-    if settings.ledger_url.startswith("embedded://"):
-        ledger_server = LocalLedgerServer(engine, server.ledger_socket_path(settings.data_dir))
-        worker_url = f"local://{ledger_server.path}"
-    os.environ[server.WORKER_LEDGER_URL] = worker_url
-    server.tune_gc()  # this process holds the engine: its full collections stalled every call
+@contextlib.contextmanager
+def _shared_ledger(settings: server.Settings, engine) -> Iterator[str | None]:
+    """The ledger URL other processes use (None when everything runs in this process): the
+    engine served on a Unix socket, or the TigerBeetle cluster itself."""
+    if settings.workers == 1:
+        yield None
+        return
+    if not settings.ledger_url.startswith("embedded://"):
+        yield settings.ledger_url
+        return
+    ledger_server = LocalLedgerServer(engine, server.ledger_socket_path(settings.data_dir))
     try:
-        serve_workers(settings.workers, settings.host, settings.port)
+        yield f"local://{ledger_server.path}"
     finally:
-        if ledger_server is not None:
-            ledger_server.close()
+        ledger_server.close()
+
+
+def _serve_with_workers(settings: server.Settings, shared_url: str) -> None:
+    os.environ[server.WORKER_LEDGER_URL] = shared_url
+    server.tune_gc()  # this process holds the engine: its full collections stalled every call
+    serve_workers(settings.workers, settings.host, settings.port)
 
 
 def _announce(settings: server.Settings, attestor_address: str, development: bool,

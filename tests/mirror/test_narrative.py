@@ -83,3 +83,23 @@ def test_rejections_reach_the_mirror_once(live_terminal, mirror_url):
     assert rows == [(body["intent_id"], "insufficient_funds")]
     assert refused_narrative == 1  # written ahead; no transfer joins it
     assert new_id()  # the helper module is the terminal's own
+
+
+def test_one_narrative_delivered_by_two_outboxes_is_stored_once_and_verifies(
+    tmp_path, mirror_url
+):
+    from sovr.mirror import audit
+    from sovr.mirror.outbox import narrative_step
+    from sovr.terminal.narratives import Narrative, NarrativeLog
+
+    told = Narrative(12345, 678, "obligation", "studio", "intent-1", "clear\x1fsaid")
+    logs = [NarrativeLog(tmp_path / f"{name}.sqlite3", name) for name in ("t1", "t2")]
+    for log in logs:
+        log.record_many([told])
+    with psycopg.connect(mirror_url) as conn:
+        moved = [narrative_step(conn, log).run_once() for log in logs]
+        stored = conn.execute("SELECT count(*), min(terminal_id) FROM narratives").fetchone()
+        assert moved == [1, 1] and stored == (1, "t1")
+        assert audit.verify(conn) == []
+    for log in logs:
+        log.close()

@@ -42,13 +42,16 @@ class OutboxSpec:
     table: str
     columns: tuple[str, ...]
     key: str  # the ON CONFLICT target
+    seq_column: str  # the outbox's seq, as stored
     digest_columns: tuple[str, ...]
 
 
 NARRATIVES = OutboxSpec(audit.ACTION_NARRATIVES, "narratives", NARRATIVE_COLUMNS,
-                        "obligation_id, fingerprint", audit.NARRATIVE_DIGEST_COLUMNS)
+                        "obligation_id, fingerprint", "source_seq",
+                        audit.NARRATIVE_DIGEST_COLUMNS)
 REJECTIONS = OutboxSpec(audit.ACTION_REJECTIONS, "rejections", REJECTION_COLUMNS,
-                        "source_id, seq", audit.REJECTION_DIGEST_COLUMNS)
+                        "source_id, seq", "seq",
+                        audit.REJECTION_DIGEST_COLUMNS)
 
 
 class OutboxStep:
@@ -88,15 +91,19 @@ class OutboxStep:
                 f"COPY {stage} ({', '.join(spec.columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        inserted = conn.execute(
+        inserted = {seq for (seq,) in conn.execute(
             f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) "
             f"SELECT {', '.join(spec.columns)} FROM {stage} "
-            f"ON CONFLICT ({spec.key}) DO NOTHING").rowcount
+            f"ON CONFLICT ({spec.key}) DO NOTHING RETURNING {spec.seq_column}")}
+        # The digest covers the rows this batch stored: a row another outbox had already
+        # delivered (a retry through another terminal) is vouched for by that batch.
         index = {c: i for i, c in enumerate(spec.columns)}
-        digest_rows = [[row[index[c]] for c in spec.digest_columns] for row in rows]
+        seq_index = index[spec.seq_column]
+        digest_rows = [[row[index[c]] for c in spec.digest_columns]
+                       for row in rows if row[seq_index] in inserted]
         audit.append(conn, spec.action, self.name, {
             "source_id": self.source_id, "seq_min": seq_min, "seq_max": seq_max,
-            "rows": len(rows), "inserted": inserted,
+            "rows": len(rows), "inserted": len(inserted),
             "content_sha256": audit.digest_lines(digest_rows)})
 
 

@@ -9,6 +9,11 @@ background.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -66,3 +71,47 @@ class MirrorService:
         self.worker.stop()
         for outbox in self._logs:
             outbox.close()
+
+
+class MirrorProcess:
+    """`sovr mirror` as a child process, restarted if it dies (it resumes from its
+    checkpoints); `sovr up` runs it beside the terminal workers."""
+
+    RESTART_DELAY_SECONDS = 1.0
+
+    def __init__(self, database_url: str, ledger_url: str) -> None:
+        self.env = {**os.environ, "ORACLE_LEDGER_DATABASE_URL": database_url,
+                    "SOVR_LEDGER_URL": ledger_url}
+        self.child: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="sovr-mirror-process",
+                                        daemon=True)
+
+    def start(self) -> MirrorProcess:
+        self.child = self._spawn()
+        self._thread.start()
+        return self
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "sovr", "mirror"], env=self.env,
+                                stdout=subprocess.DEVNULL)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.child.poll() is None:
+                continue
+            log.error("mirror sync worker exited (code %s); starting another",
+                      self.child.returncode)
+            time.sleep(self.RESTART_DELAY_SECONDS)
+            if not self._stop.is_set():
+                self.child = self._spawn()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self.child is not None and self.child.poll() is None:
+            self.child.terminate()
+            try:
+                self.child.wait(30)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
