@@ -18,7 +18,7 @@ from rich.console import Console
 
 import sovr.ledger
 from sovr import server
-from sovr.mirror import schema
+from sovr.mirror import commands, schema
 from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError
 from sovr.mirror.service import MirrorService
 
@@ -98,3 +98,5 @@ def mirror(
 def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
     app.command("mirror")(mirror)
+    app.add_typer(commands.audit_app, name="audit")
+    app.command("reconcile")(commands.reconcile_command)

@@ -80,7 +80,7 @@ def reconcile_command(database_url: DatabaseUrl = None, ledger_url: LedgerUrl = 
     console = Console()
     with _mirror(database_url, console) as conn:
         try:
-            with sovr.ledger.connect(ledger_url) as ledger:
+            with _connect_ledger(ledger_url) as ledger:
                 report = reconcile(ledger, conn, lag_window_seconds=lag_window_seconds)
         except sovr.ledger.LedgerError as e:
             console.print(f"[red]cannot reach the ledger:[/red] {e}", highlight=False,
@@ -89,3 +89,16 @@ def reconcile_command(database_url: DatabaseUrl = None, ledger_url: LedgerUrl = 
     console.print(render(report), markup=False, highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEMS)
+
+
+def _connect_ledger(ledger_url: str | None) -> sovr.ledger.Ledger:
+    """The ledger to compare with; when `sovr up` holds the embedded one, its socket."""
+    try:
+        return sovr.ledger.connect(ledger_url)
+    except sovr.ledger.LedgerLockedError:
+        if ledger_url is not None:
+            raise
+        from sovr.server import ledger_socket_path
+
+        data_dir = Path(os.environ.get("SOVR_DATA_DIR") or "data").absolute()
+        return sovr.ledger.connect(f"local://{ledger_socket_path(data_dir)}")
