@@ -8,15 +8,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
 import sovr.ledger
-from sovr.bench.terminal import free_port
+from sovr import server
+from sovr.bench.terminal import IntentSource, free_port
 from sovr.cli import app
+from sovr.mirror.postgres import MirrorDatabase
 
 
 def test_help_lists_the_environment() -> None:
@@ -170,11 +174,84 @@ def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(tmp_path) 
     assert process.returncode == 0
 
 
+def test_terminals_killed_mid_batch_lose_no_narrative(tmp_path) -> None:
+    """SIGKILL a terminal worker while batches clear: every obligation that cleared reaches
+    the mirror with its narrative (written before it cleared), and the mirror reconciles."""
+    port = free_port()
+    process = start_up(tmp_path, port)
+    try:
+        read_until(process, "Ctrl-C or SIGTERM stops.")
+        base = f"http://127.0.0.1:{port}"
+        wait_for_health(base)
+        key = (tmp_path / "development-api-key").read_text().strip()
+        attestor, _ = server.load_attestor(tmp_path)
+        source = IntentSource(attestor, users=10)
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
+                              timeout=60)
+        for wallet in source.wallets:
+            assert client.post("/v1/fundings", json={
+                "funding_id": f"fund-{wallet}", "wallet": wallet, "source": "CASH_ODFI",
+                "amount_cents": 10**6}).status_code == 201
+        bodies = [source.make(300) for _ in range(24)]
+        failed: list[int] = []
+        sent = threading.Thread(target=_send_batches, args=(base, key, bodies, failed))
+        sent.start()
+        time.sleep(0.5)
+        os.kill(worker_pids(process.pid)[0], signal.SIGKILL)
+        sent.join()
+        assert failed, "the killed worker had requests in flight"
+        database = MirrorDatabase.from_settings(tmp_path, None)
+        url = database.open()  # running already: `up` started it and will stop it
+        _wait_until_mirrored(url)
+        env = {**os.environ, "SOVR_DATA_DIR": str(tmp_path)}
+        for command in (["reconcile"], ["audit", "verify"]):
+            checked = subprocess.run([sys.executable, "-m", "sovr", *command], env=env,
+                                     capture_output=True, text=True, timeout=120)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _send_batches(base: str, key: str, bodies: list[list[dict]], failed: list[int]) -> None:
+    def send(batch: list[dict]) -> None:
+        try:
+            httpx.post(base + "/v1/intents/batch", json={"intents": batch},
+                       headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        except httpx.HTTPError:  # the killed worker's requests die with it
+            failed.append(len(batch))
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _wait_until_mirrored(url: str, timeout_seconds: float = 60) -> None:
+    """Until every cleared obligation in the mirror has its narrative (and some cleared)."""
+    deadline = time.monotonic() + timeout_seconds
+    counts = None
+    while time.monotonic() < deadline:
+        with psycopg.connect(url) as conn:
+            counts = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE NOT has_narrative) "
+                "FROM journal_entries WHERE kind = 'obligation_clearing'").fetchone()
+        if counts[0] > 0 and counts[1] == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"(obligations, without narrative) = {counts}")
+
+
 def worker_pids(parent: int) -> list[int]:
     """The terminal workers: `sovr up`'s children, not multiprocessing's resource tracker."""
     pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
     children = [pid for pid in pids if _parent_of(pid) == parent]
-    return [pid for pid in children if "resource_tracker" not in _cmdline(pid)]
+    return [pid for pid in children
+            if "resource_tracker" not in _cmdline(pid) and "sovr mirror" not in _cmdline(pid)]
 
 
 def _parent_of(pid: int) -> int | None:
