@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator
@@ -106,8 +107,12 @@ def up() -> None:
         attestor_, development = server.load_attestor(settings.data_dir)
         chart.ensure_chart(engine)
         with _shared_ledger(settings, engine) as shared_url, \
-                _mirror(settings, engine, shared_url) as mirror_lines:
+                _mirror(settings, engine, shared_url) as (mirror_lines, mirror_url):
             _announce(settings, attestor_.address, development, mirror_lines)
+            # The terminal's mirror routes read the database `up` opened (workers inherit it).
+            settings = dataclasses.replace(settings, mirror_database_url=mirror_url)
+            if mirror_url:
+                os.environ["ORACLE_LEDGER_DATABASE_URL"] = mirror_url
             if settings.workers == 1:
                 _serve_in_this_process(settings, engine, attestor_)
             else:
@@ -122,7 +127,8 @@ def up() -> None:
 
 
 @contextlib.contextmanager
-def _mirror(settings: server.Settings, engine, shared_url: str | None) -> Iterator[list[str]]:
+def _mirror(settings: server.Settings, engine,
+            shared_url: str | None) -> Iterator[tuple[list[str], str | None]]:
     """The Oracle Ledger mirror beside the network: its database and sync worker.
 
     With worker processes the sync worker is a process of its own too (`sovr mirror`, on the
@@ -133,13 +139,14 @@ def _mirror(settings: server.Settings, engine, shared_url: str | None) -> Iterat
     without a mirror (`sovr mirror` can catch up later from the ledger and the outboxes).
     """
     if not settings.mirror:
-        yield ["mirror:    off (SOVR_MIRROR=off; `sovr mirror` can follow the ledger instead)"]
+        yield ["mirror:    off (SOVR_MIRROR=off; `sovr mirror` can follow the ledger instead)"], \
+            settings.mirror_database_url
         return
     database = MirrorDatabase.from_settings(settings.data_dir, settings.mirror_database_url)
     try:
         url = database.open()
     except MirrorDatabaseError as error:
-        yield [f"[yellow]mirror:    not started: {error}[/yellow]"]
+        yield [f"[yellow]mirror:    not started: {error}[/yellow]"], None
         return
     if shared_url is None:
         service = MirrorService(url, engine, settings.data_dir,
@@ -150,7 +157,7 @@ def _mirror(settings: server.Settings, engine, shared_url: str | None) -> Iterat
     if database.embedded is not None:
         lines.append(f"psql:      {database.embedded.psql_command()}")
     try:
-        yield lines
+        yield lines, url
     finally:
         service.close()
         database.close()

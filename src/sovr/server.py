@@ -43,6 +43,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from fastapi import FastAPI
 
 import sovr
@@ -61,6 +62,7 @@ from sovr.gateway.keys import KeyStore, Scope
 from sovr.gateway.logs import configure_logging
 from sovr.gateway.middleware import GatewayMiddleware
 from sovr.ledger import Ledger
+from sovr.mirror.http import mirror_router
 from sovr.terminal.http import (
     FastIntentRoutes,
     add_batch_schema,
@@ -208,6 +210,10 @@ def build_app(network: Network):
         await asyncio.to_thread(network.ledger.lookup_accounts, [1])
         return {"status": "ok", "terminal_id": settings.terminal_id}
 
+    if settings.mirror_database_url:
+        url = settings.mirror_database_url
+        app.include_router(mirror_router(
+            network.gateway, lambda: psycopg.connect(url, connect_timeout=2), network.ledger))
     add_batch_schema(app)
     fast = FastIntentRoutes(app, network.terminal, network.gateway)
     return GatewayMiddleware(fast, max_body_bytes=max_body_bytes)

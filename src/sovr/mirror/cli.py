@@ -18,7 +18,7 @@ from rich.console import Console
 
 import sovr.ledger
 from sovr import server
-from sovr.mirror import commands, schema
+from sovr.mirror import commands, report_commands, schema
 from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError
 from sovr.mirror.service import MirrorService
 
@@ -100,3 +100,6 @@ def register(app: typer.Typer) -> None:
     app.command("mirror")(mirror)
     app.add_typer(commands.audit_app, name="audit")
     app.command("reconcile")(commands.reconcile_command)
+    app.command("snapshot")(report_commands.snapshot_command)
+    app.add_typer(report_commands.report_app, name="report")
+    db_app.command("roles")(report_commands.db_roles_command)
