@@ -213,7 +213,8 @@ def build_app(network: Network):
     if settings.mirror_database_url:
         url = settings.mirror_database_url
         app.include_router(mirror_router(
-            network.gateway, lambda: psycopg.connect(url, connect_timeout=2), network.ledger))
+            network.gateway, lambda: psycopg.connect(url, connect_timeout=2), network.ledger,
+            network.narrative_log))
     add_batch_schema(app)
     fast = FastIntentRoutes(app, network.terminal, network.gateway)
     return GatewayMiddleware(fast, max_body_bytes=max_body_bytes)

@@ -7,7 +7,9 @@ from the template in milliseconds and dropped afterwards.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +26,18 @@ TEMPLATE = "mirror_template"
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("mirror-pg") / "postgres")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's tmp_path: pytest deletes old sessions' directories when new
+    # sessions start, which would pull the data directory from under a running server.
+    directory = Path(tempfile.mkdtemp(prefix="sovr-test-pg-"))
+    server = EmbeddedPostgres(directory / "postgres")
     url = server.start()
     with psycopg.connect(_with_database(url, "postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
     schema.upgrade(_with_database(url, TEMPLATE))
     yield server
     server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _with_database(url: str, name: str) -> str:

@@ -21,8 +21,11 @@ from sovr.clearing.ids import UserKey
 from sovr.clearing.obligation import Obligation
 from sovr.gateway.http import Gateway, install_gateway_handlers
 from sovr.gateway.keys import KeyStore, Scope
+from sovr.mirror import narrative
 from sovr.mirror.feed import FeedSync
 from sovr.mirror.http import journal_line_id, mirror_router
+from sovr.mirror.outbox import narrative_step
+from sovr.terminal.narratives import NarrativeLog
 
 WALLET = "0x52908400098527886E0F7030069857D2E4169EE7"
 
@@ -36,9 +39,12 @@ class Api:
     operator: dict[str, str]
     reader: dict[str, str]
     alice: UserKey
+    narratives: NarrativeLog
 
     def sync(self) -> None:
         while self.feed.sync_once():
+            pass
+        while narrative_step(self.conn, self.narratives).run_once():
             pass
 
     def balance_cents(self, account_id: int) -> int:
@@ -57,8 +63,9 @@ def api(tmp_path: Path, mirror_url: str, mirror_conn, embedded_ledger) -> Iterat
     _, reader = keys.create("auditor", [Scope.READ])
     app = FastAPI()
     install_gateway_handlers(app)
+    narratives = NarrativeLog(tmp_path / "narratives.sqlite3", "terminal-1")
     app.include_router(mirror_router(Gateway(keys), lambda: psycopg.connect(mirror_url),
-                                     embedded_ledger))
+                                     embedded_ledger, narratives))
     clearer = Clearer(embedded_ledger)
     alice = UserKey.from_user_id("alice")
     for user, cents in ((alice, 1_000), (UserKey.from_wallet(WALLET), 2_000)):
@@ -71,7 +78,8 @@ def api(tmp_path: Path, mirror_url: str, mirror_conn, embedded_ledger) -> Iterat
     with TestClient(app) as client:
         yield Api(client, embedded_ledger, FeedSync(embedded_ledger, mirror_conn), mirror_conn,
                   {"Authorization": f"Bearer {operator}"},
-                  {"Authorization": f"Bearer {reader}"}, alice)
+                  {"Authorization": f"Bearer {reader}"}, alice, narratives)
+    narratives.close()
     keys.close()
 
 
@@ -146,18 +154,24 @@ def test_a_journal_is_one_linked_chain_and_a_retry_is_a_duplicate(api: Api):
     assert again.status_code == 200, again.text
     assert again.json()["duplicate"] is True
     assert again.json()["transfer_ids"] == created["transfer_ids"]
-    assert again.json()["audit_seq"] == created["audit_seq"] is not None
     assert api.balance_cents(alice) == 950
-    rows = api.conn.execute("SELECT subject, details FROM audit_log WHERE action = 'journal'"
-                            ).fetchall()
-    assert [(s, d["description"], d["metadata"]) for s, d in rows] == [
-        ("journal ops/je-1", "fix a mispriced delivery", {"ticket": "OPS-7"})]
 
     api.sync()
     entry = api.conn.execute(
-        "SELECT kind, amount FROM journal_entries WHERE obligation_id = %s", (ids[0],)
-    ).fetchone()
-    assert (entry[0], int(entry[1])) == ("correction", 500)
+        "SELECT kind, amount, has_narrative FROM journal_entries WHERE obligation_id = %s",
+        (ids[0],)).fetchone()
+    assert (entry[0], int(entry[1]), entry[2]) == ("correction", 500, True)
+    told = api.conn.execute(
+        "SELECT n.*, d.user_data_64 FROM narratives n JOIN double_entry d "
+        "ON d.transfer_id = n.obligation_id WHERE n.obligation_id = %s", (ids[0],))
+    columns = [c.name for c in told.description]
+    (row,) = told.fetchall()
+    story = dict(zip(columns, row, strict=True))
+    assert (story["kind"], story["caller"], story["intent_id"]) == ("journal", "ops", "je-1")
+    assert story["details"]["description"] == "fix a mispriced delivery"
+    assert story["details"]["metadata"] == {"ticket": "OPS-7"}
+    leg0 = {"transfer_id": ids[0], "user_data_64": story["user_data_64"]}
+    assert narrative.problems(story, leg0) == []
 
 
 def test_same_journal_id_with_other_content_conflicts(api: Api):
@@ -216,30 +230,27 @@ def test_journal_needs_the_operator_scope(api: Api):
     assert api.ledger.lookup_transfers([journal_line_id("auditor", "je-4", 0)]) == []
 
 
-def test_the_ledger_decides_even_when_the_mirror_is_down(api: Api, mirror_url, tmp_path):
+def test_a_journal_never_waits_for_the_mirror(api: Api, tmp_path):
+    """With PostgreSQL unreachable the journal still posts (its narrative waits in the
+    outbox) and reaches the mirror once, retries included, when the worker forwards it."""
     keys = KeyStore(tmp_path / "keys-2.sqlite3")
     _, token = keys.create("ops", [Scope.OPERATOR])
-    mirror_up = False
 
     def connect() -> psycopg.Connection:
-        if not mirror_up:
-            raise psycopg.OperationalError("connection refused")
-        return psycopg.connect(mirror_url)
+        raise psycopg.OperationalError("connection refused")
 
     app = FastAPI()
     install_gateway_handlers(app)
-    app.include_router(mirror_router(Gateway(keys), connect, api.ledger))
+    app.include_router(mirror_router(Gateway(keys), connect, api.ledger, api.narratives))
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as client:
         _error(client.get("/v1/mirror/balance/alice", headers=headers), 503,
                "mirror_unavailable")
         body = _body("je-5", ("CASH_ODFI", api.alice.account_id, 40))
-        first = client.post("/v1/journal", json=body, headers=headers)
-        assert first.status_code == 201 and first.json()["audit_seq"] is None
+        assert client.post("/v1/journal", json=body, headers=headers).status_code == 201
         assert api.balance_cents(api.alice.account_id) == 690
-        mirror_up = True
-        retry = client.post("/v1/journal", json=body, headers=headers)
-        assert retry.status_code == 200 and retry.json()["audit_seq"] is not None
+        assert client.post("/v1/journal", json=body, headers=headers).status_code == 200
     keys.close()
-    assert api.conn.execute("SELECT count(*) FROM audit_log WHERE action = 'journal'"
+    api.sync()
+    assert api.conn.execute("SELECT count(*) FROM narratives WHERE kind = 'journal'"
                             ).fetchone() == (1,)

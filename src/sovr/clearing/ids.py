@@ -94,6 +94,7 @@ class IdKind(IntEnum):
     ATTESTATION_USE = 0x13
     PENDING_POST = 0x14
     PENDING_VOID = 0x15
+    JOURNAL_LINE = 0x16
 
 
 def derive(kind: IdKind, *parts: str) -> int:
@@ -223,6 +224,12 @@ def intent_transfer_id(caller_id: str, intent_id: str, leg: int = 0) -> int:
 def limit_charge_id(caller_id: str, intent_id: str, kind: LimitKind, sku: Sku | None) -> int:
     """The charge of one intent against one limit (no period: a retry is the same charge)."""
     return derive(IdKind.LIMIT_CHARGE, caller_id, intent_id, kind.name, sku.name if sku else "")
+
+
+def journal_line_id(caller_id: str, journal_id: str, index: int) -> int:
+    """Line `index` of one caller's journal (`POST /v1/journal`); line 0 names the journal."""
+    assert index >= 0
+    return derive(IdKind.JOURNAL_LINE, caller_id, journal_id, str(index))
 
 
 def attestation_use_id(digest: bytes) -> int:

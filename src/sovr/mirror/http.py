@@ -8,9 +8,8 @@
   chain: the ledger applies every line or none. Lines are code 5 (CORRECTION) unless the
   body says otherwise (2, 3, 4 are allowed; obligations go through the Credit Terminal).
 
-Journal ids: line i's transfer id is `ids.derive(INTENT_TRANSFER, caller, "journal",
-journal_id, i)` (four parts, so never equal to an intent's leg, which has three), where
-the caller is the API key's. Every line carries `user_data_128` = line 0's id (the mirror's
+Journal ids: line i's transfer id is `ids.journal_line_id(caller, journal_id, i)`, where the
+caller is the API key's. Every line carries `user_data_128` = line 0's id (the mirror's
 `journal_entries` shows the journal under it) and `user_data_64` = a 64-bit hash of the whole
 request, so a retry is the ledger's `exists` (200, `duplicate: true`) and the same id with
 other content is `exists_with_different_*` (409). A chain the ledger refuses is 422 naming
@@ -18,9 +17,10 @@ the line and status; TigerBeetle then keeps that line's id as failed (a refused 
 spent, as a rejected intent is: use a new journal id).
 
 Accounts are checked in the ledger before anything is submitted (a missing account would
-burn the id), and the request is recorded in the mirror's audit log once the ledger has
-accepted it (once per journal, retries included). If PostgreSQL is down then, the journal
-stands (the ledger is the truth), `audit_seq` is null, and a retry records it.
+burn the id). The journal's narrative (description, source, metadata, lines) is written to
+the terminal's narrative outbox *before* the chain goes to the ledger, like an obligation's,
+and reaches the mirror's `narratives` (and its audit log) exactly once through the sync
+worker: a journal never waits for PostgreSQL, and none loses its story.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ from sovr.gateway.errors import ApiError
 from sovr.gateway.http import Gateway, json_response
 from sovr.gateway.keys import ApiKey, Scope
 from sovr.ledger import AMOUNT_MAX, BATCH_EVENTS_MAX, Ledger, LedgerUnavailableError
-from sovr.mirror import audit, reports
+from sovr.mirror import reports
+from sovr.terminal.narratives import Narrative, NarrativeLog
 
 log = logging.getLogger("sovr.mirror.http")
 TS = tb.CreateTransferStatus
-ACTION_JOURNAL = "journal"
 JOURNAL_CODES = (TransferCode.DEPOSIT, TransferCode.WITHDRAWAL, TransferCode.SETTLEMENT,
                  TransferCode.CORRECTION)
 ACCOUNT_ID_MAX = 2**128 - 2  # 0 and 2**128 - 1 are not valid TigerBeetle ids
@@ -121,8 +121,7 @@ class JournalIn(BaseModel):
         }, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def journal_line_id(caller: str, journal_id: str, index: int) -> int:
-    return ids.derive(ids.IdKind.INTENT_TRANSFER, caller, "journal", journal_id, str(index))
+journal_line_id = ids.journal_line_id
 
 
 def journal_transfers(caller: str, journal: JournalIn) -> list[tb.Transfer]:
@@ -136,6 +135,20 @@ def journal_transfers(caller: str, journal: JournalIn) -> list[tb.Transfer]:
         ledger=int(LedgerId.USD), code=journal.code, user_data_128=line_ids[0],
         user_data_64=said_hash, flags=tb.TransferFlags.LINKED if i < last else 0,
     ) for i, line in enumerate(journal.lines)]
+
+
+def journal_narrative(caller: str, journal: JournalIn,
+                      transfers: list[tb.Transfer]) -> Narrative:
+    leg0 = transfers[0]
+    return Narrative(
+        leg0.id, leg0.user_data_64, "journal", caller, journal.journal_id, journal.said(),
+        purpose=journal.source, amount_cents=sum(t.amount for t in transfers),
+        reference=journal.description, details={
+            "description": journal.description, "source": journal.source,
+            "metadata": journal.metadata, "code": journal.code,
+            "lines": [{"transfer_id": str(t.id), "debit_account_id": str(t.debit_account_id),
+                       "credit_account_id": str(t.credit_account_id),
+                       "amount_cents": str(t.amount)} for t in transfers]})
 
 
 def _check_accounts(ledger: Ledger, journal: JournalIn) -> None:
@@ -159,32 +172,6 @@ def _check_accounts(ledger: Ledger, journal: JournalIn) -> None:
                                field=field)
 
 
-def _record(connect: Connect, caller: str, journal: JournalIn,
-            transfers: list[tb.Transfer], timestamp: int) -> int | None:
-    """The journal's audit row (appended once, whatever the retries); its seq, or None
-    when the mirror cannot be reached."""
-    subject = f"journal {caller}/{journal.journal_id}"
-    try:
-        with connect() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (audit.AUDIT_LOCK_KEY,))
-            row = conn.execute("SELECT seq FROM audit_log WHERE action = %s AND subject = %s",
-                               (ACTION_JOURNAL, subject)).fetchone()
-            if row:
-                return int(row[0])
-            return audit.append(conn, ACTION_JOURNAL, subject, {
-                "caller": caller, "journal_id": journal.journal_id,
-                "description": journal.description, "source": journal.source,
-                "metadata": journal.metadata, "code": journal.code,
-                "ledger_timestamp": timestamp,
-                "lines": [{"transfer_id": str(t.id), "debit_account_id": str(t.debit_account_id),
-                           "credit_account_id": str(t.credit_account_id),
-                           "amount_cents": str(t.amount)} for t in transfers]})
-    except psycopg.Error as e:
-        log.warning("journal %s is in the ledger but not yet in the mirror's audit log: %s",
-                    subject, e)
-        return None
-
-
 def _user_key(user: str) -> UserKey:
     try:
         return UserKey.from_user_id(user, "user")
@@ -197,9 +184,11 @@ def _unavailable(what: str, error: Exception) -> ApiError:
                     headers={"Retry-After": "1"})
 
 
-def mirror_router(gateway: Gateway, connect: Connect, ledger: Ledger) -> APIRouter:
+def mirror_router(gateway: Gateway, connect: Connect, ledger: Ledger,
+                  narratives: NarrativeLog) -> APIRouter:
     """The routes; `connect()` gives a mirror connection as a context manager
-    (`lambda: psycopg.connect(url)`, or a pool's `connection`)."""
+    (`lambda: psycopg.connect(url)`, or a pool's `connection`); journals' narratives go to
+    `narratives` (the terminal's outbox)."""
     router = APIRouter(prefix="/v1", tags=["oracle ledger"])
     reader = gateway.require(*Scope)
     operator = gateway.require(Scope.OPERATOR)
@@ -237,6 +226,7 @@ def mirror_router(gateway: Gateway, connect: Connect, ledger: Ledger) -> APIRout
         transfers = journal_transfers(key.caller, body)
         try:
             _check_accounts(ledger, body)
+            narratives.record_many([journal_narrative(key.caller, body, transfers)])
             results = ledger.create_transfers(transfers)
         except LedgerUnavailableError as e:
             raise _unavailable("ledger", e) from None
@@ -259,11 +249,10 @@ def mirror_router(gateway: Gateway, connect: Connect, ledger: Ledger) -> APIRout
                     f"({name}); nothing was applied", field=f"lines.{index}",
                     extra={"line": index, "ledger_status": name})
         timestamp = results[0].timestamp
-        seq = _record(connect, key.caller, body, transfers, timestamp)
         return json_response(200 if duplicate else 201, {
             "journal_id": body.journal_id, "status": "posted", "duplicate": duplicate,
             "transfer_ids": [str(t.id) for t in transfers], "timestamp": str(timestamp),
-            "code": TransferCode(body.code).name.lower(), "audit_seq": seq,
+            "code": TransferCode(body.code).name.lower(),
         })
 
     return router

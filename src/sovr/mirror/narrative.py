@@ -53,13 +53,15 @@ def problems(narrative: Mapping[str, Any], leg0: Mapping[str, Any]) -> list[str]
     obligation_id = int(narrative["obligation_id"])
     if obligation_id != int(leg0["transfer_id"]):
         found.append(f"narrative is for {obligation_id}, not transfer {leg0['transfer_id']}")
-    if ids.intent_transfer_id(narrative["caller"], narrative["intent_id"], 0) != obligation_id:
+    derive = ids.journal_line_id if narrative["kind"] == "journal" else ids.intent_transfer_id
+    if derive(narrative["caller"], narrative["intent_id"], 0) != obligation_id:
         found.append("caller and intent id do not derive the obligation id")
     if fingerprint(narrative["said"]) != int(leg0["user_data_64"]):
         found.append("what was said does not hash to leg 0's fingerprint (user_data_64)")
     if narrative_sha256(narrative) != narrative["narrative_sha256"]:
         found.append("narrative_sha256 does not match the row (a column was changed)")
-    found += _said_problems(narrative)
+    if narrative["kind"] != "journal":  # a journal's `said` is its request as JSON
+        found += _said_problems(narrative)
     if narrative.get("attestation_signature"):
         found += _attestation_problems(narrative)
     return found
