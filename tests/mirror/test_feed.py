@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 import tigerbeetle as tb
 
 from sovr.clearing import chart
@@ -87,12 +88,13 @@ def test_replay_from_an_older_checkpoint_duplicates_nothing(embedded_ledger, mir
     assert credits == 100
 
 
-def test_two_workers_never_mirror_an_event_twice(embedded_ledger, mirror_url):
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_two_workers_never_mirror_an_event_twice(embedded_ledger, mirror_url, prefetch):
     _create(embedded_ledger,
         [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1) for _ in range(50)])
     with psycopg.connect(mirror_url) as a, psycopg.connect(mirror_url) as b:
-        first, second = FeedSync(embedded_ledger, a, events_per_transaction=7), FeedSync(
-            embedded_ledger, b, events_per_transaction=7)
+        first, second = (FeedSync(embedded_ledger, conn, events_per_transaction=7,
+                                  prefetch=prefetch) for conn in (a, b))
         total = 0
         while True:
             moved = first.sync_once() + second.sync_once()
@@ -101,6 +103,8 @@ def test_two_workers_never_mirror_an_event_twice(embedded_ledger, mirror_url):
             total += moved
         assert total == 50
         assert a.execute("SELECT count(*) FROM transactions").fetchone()[0] == 100
+        first.close()
+        second.close()
 
 
 def test_expiry_marks_the_pending_transfer_expired(embedded_ledger, mirror_conn):

@@ -94,12 +94,14 @@ def mirror_throughput(transfers: int, runs: int, report) -> list[float]:
             for run in range(runs):
                 url = _fresh_database(server_url, f"bench_{run}")
                 with psycopg.connect(url) as conn:
-                    feed = FeedSync(ledger, conn)
+                    feed = FeedSync(ledger, conn, prefetch=True)
                     started = time.perf_counter()
                     mirrored = 0
-                    while count := feed.sync_once():
-                        mirrored += count
+                    deadline = time.monotonic() + 600
+                    while mirrored < total and time.monotonic() < deadline:
+                        mirrored += feed.sync_once()
                     seconds = time.perf_counter() - started
+                    feed.close()
                 assert mirrored >= total
                 figures.append(mirrored / seconds)
                 report(run, mirrored, seconds)

@@ -66,6 +66,9 @@ class OutboxStep:
         self._read = read
         self.name = f"{spec.action}:{source_id}"
 
+    def close(self) -> None:
+        pass  # the outbox file belongs to the service
+
     def run_once(self) -> int:
         conn = self.conn
         with conn.transaction():

@@ -57,7 +57,8 @@ class MirrorService:
         return psycopg.connect(self.url)
 
     def _steps(self, conn: psycopg.Connection) -> list:
-        steps = [] if self.ledger is None else [FeedStep(FeedSync(self.ledger, conn))]
+        steps = [] if self.ledger is None else [
+            FeedStep(FeedSync(self.ledger, conn, prefetch=True))]
         if self._logs:
             narratives, rejections = self._logs
             steps += [narrative_step(conn, narratives), rejection_step(conn, rejections)]

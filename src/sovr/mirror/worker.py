@@ -35,6 +35,9 @@ class Step:
 
     def run_once(self) -> int: ...
 
+    def close(self) -> None:
+        """Let go of what the step holds besides the connection."""
+
 
 @dataclass
 class WorkerStats:
@@ -117,6 +120,9 @@ class MirrorWorker:
         return self._step_list
 
     def _close_connection(self) -> None:
+        for step in getattr(self, "_step_list", []):
+            step.close()
+        self._step_list = []
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
@@ -131,3 +137,6 @@ class FeedStep(Step):
 
     def run_once(self) -> int:
         return self.feed.sync_once()
+
+    def close(self) -> None:
+        self.feed.close()
