@@ -155,3 +155,70 @@ def test_lookups_return_plain_ints_like_the_official_client(url):
         assert created.status == tb.CreateAccountStatus.CREATED
         [account] = ledger.lookup_accounts([5])
         assert type(account.code) is int and account.code == 7
+
+
+
+def test_queries_read_both_index_tiers_in_order(url, tmp_path, monkeypatch):
+    """The index keeps recent transfers in memory and flushes them to its file every
+    RECENT_TRANSFERS_MAX: whatever the split, a query sees one list in timestamp order,
+    limits, reversal and timestamp ranges included, before and after a reopen (which drops
+    the memory tier) and after the index file is lost."""
+    monkeypatch.setattr("sovr.ledger.embedded.store.RECENT_TRANSFERS_MAX", 4)
+    with sovr.ledger.connect(url) as ledger:
+        a, b, c = open_accounts(ledger, 3)
+        made = []  # (id, debit, credit, user_data_128)
+        for n in range(23):
+            debit, credit = [(a, b), (b, c), (c, a)][n % 3]
+            made.append((pay(ledger, debit, credit, 1, user_data_128=1 + n % 2), debit, credit,
+                         1 + n % 2))
+            if n in (5, 12):
+                check_index(ledger, made, a)  # part flushed, part in memory
+        check_index(ledger, made, a)
+    with sovr.ledger.connect(url) as ledger:
+        check_index(ledger, made, a)
+        made.append((pay(ledger, a, b, 1, user_data_128=2), a, b, 2))
+        check_index(ledger, made, a)
+    for name in os.listdir(tmp_path / "ledger"):
+        if name.startswith("index.sqlite3"):
+            os.remove(tmp_path / "ledger" / name)
+    monkeypatch.setattr("sovr.ledger.embedded.store.RECENT_TRANSFERS_MAX", 7)
+    with sovr.ledger.connect(url) as ledger:
+        check_index(ledger, made, a)
+
+
+def check_index(ledger: sovr.ledger.Ledger, made: list[tuple[int, int, int, int]],
+                account: int) -> None:
+    reverse_account = BOTH | tb.AccountFilterFlags.REVERSED
+    reverse_query = tb.QueryFilterFlags.REVERSED
+    stamps = {t.id: t.timestamp for t in ledger.lookup_transfers([m[0] for m in made])}
+
+    def of_account(flags: int = BOTH, limit: int = 100, low: int = 0, high: int = 0) -> list:
+        return [t.id for t in ledger.get_account_transfers(tb.AccountFilter(
+            account_id=account, user_data_128=0, user_data_64=0, user_data_32=0, code=0,
+            timestamp_min=low, timestamp_max=high, limit=limit, flags=flags))]
+
+    def by_user_data(value: int, flags: int = 0, limit: int = 100, low: int = 0,
+                     high: int = 0) -> list:
+        return [t.id for t in ledger.query_transfers(tb.QueryFilter(
+            user_data_128=value, user_data_64=0, user_data_32=0, ledger=0, code=0,
+            timestamp_min=low, timestamp_max=high, limit=limit, flags=flags))]
+
+    mine = [i for i, debit, credit, _ in made if account in (debit, credit)]
+    assert of_account() == mine
+    assert of_account(reverse_account) == mine[::-1]
+    for limit in range(1, len(mine) + 1):
+        assert of_account(limit=limit) == mine[:limit]
+        assert of_account(reverse_account, limit=limit) == mine[::-1][:limit]
+    for first, last in [(0, len(mine) - 1), (1, 3), (2, len(mine) - 2), (len(mine) - 2, None)]:
+        low = stamps[mine[first]]
+        high = 0 if last is None else stamps[mine[last]]
+        inside = mine[first:None if last is None else last + 1]
+        assert of_account(low=low, high=high) == inside
+        assert of_account(reverse_account, limit=2, low=low, high=high) == inside[::-1][:2]
+    for value in (1, 2):
+        tagged = [i for i, _, _, user_data in made if user_data == value]
+        assert by_user_data(value) == tagged
+        assert by_user_data(value, reverse_query, limit=3) == tagged[::-1][:3]
+        low, high = stamps[tagged[1]], stamps[tagged[-2]]
+        assert by_user_data(value, low=low, high=high) == tagged[1:-1]
+        assert by_user_data(value, reverse_query, limit=1, low=low, high=high) == [tagged[-2]]

@@ -126,9 +126,9 @@ def account_transfers(
     store: Store, f: AccountFilterQuery, *, with_event: bool = False
 ) -> list[tuple]:
     """Transfers of an account matching an AccountFilter, in timestamp order."""
-    store.sync_index()
     where = ["i.value = ?", "i.timestamp BETWEEN ? AND ?"]
-    params: list[object] = [codec.u128(f.account_id), *_bounds(f.timestamp_min, f.timestamp_max)]
+    low, high = _bounds(f.timestamp_min, f.timestamp_max)
+    params: list[object] = [codec.u128(f.account_id), low, high]
     debits = f.flags & tb.AccountFilterFlags.DEBITS
     credits = f.flags & tb.AccountFilterFlags.CREDITS
     if debits and not credits:
@@ -144,14 +144,15 @@ def account_transfers(
         if value:
             where.append(f"t.{column} = ?")
             params.append(encode(value))
-    order = "DESC" if f.flags & tb.AccountFilterFlags.REVERSED else "ASC"
+    descending = bool(f.flags & tb.AccountFilterFlags.REVERSED)
     event = ", t.event" if with_event else ""
     sql = (
-        f"SELECT {_T_COLUMNS}{event} FROM idx.transfer_accounts i "
-        f"JOIN transfers t ON t.timestamp = i.timestamp WHERE {' AND '.join(where)} "
-        f"ORDER BY i.timestamp {order} LIMIT ?"
+        f"SELECT {_T_COLUMNS}{event} FROM {{index}} i "
+        f"JOIN m.transfers t ON t.timestamp = i.timestamp WHERE {' AND '.join(where)} "
+        f"ORDER BY i.timestamp {'DESC' if descending else 'ASC'} LIMIT ?"
     )
-    return store.query(sql, [*params, f.limit])
+    return store.index_query("transfer_accounts", sql, params, f.limit, descending=descending,
+                             timestamp_min=low, timestamp_max=high)
 
 
 def account_balances(rows: list[tuple], account_id: int) -> list[tb.AccountBalance]:
@@ -176,16 +177,19 @@ def query_transfers(store: Store, q: QueryFilterQuery) -> list[tuple]:
         sql = (f"SELECT {_T_COLUMNS} FROM transfers t WHERE t.timestamp BETWEEN ? AND ? "
                f"ORDER BY t.timestamp {order} LIMIT ?")
         return store.query(sql, (low, high, q.limit))
-    store.sync_index()
     (first_column, first_value), rest = conditions[0], conditions[1:]
     where = " ".join(f"AND t.{column} = ?" for column, _ in rest)
+    descending = bool(q.flags & tb.QueryFilterFlags.REVERSED)
     sql = (
-        f"SELECT {_T_COLUMNS} FROM idx.transfer_{first_column} i "
-        f"JOIN transfers t ON t.timestamp = i.timestamp "
+        f"SELECT {_T_COLUMNS} FROM {{index}} i "
+        f"JOIN m.transfers t ON t.timestamp = i.timestamp "
         f"WHERE i.value = ? AND i.timestamp BETWEEN ? AND ? {where} "
-        f"ORDER BY i.timestamp {order} LIMIT ?"
+        f"ORDER BY i.timestamp {'DESC' if descending else 'ASC'} LIMIT ?"
     )
-    return store.query(sql, [first_value, low, high, *[v for _, v in rest], q.limit])
+    return store.index_query(
+        f"transfer_{first_column}", sql, [first_value, low, high, *[v for _, v in rest]],
+        q.limit, descending=descending, timestamp_min=low, timestamp_max=high,
+    )
 
 
 def query_accounts(store: Store, q: QueryFilterQuery) -> list[tuple]:
