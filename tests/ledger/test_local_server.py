@@ -83,3 +83,32 @@ def test_a_stopped_server_is_unavailable_not_silent(served) -> None:
     with pytest.raises(sovr.ledger.LedgerUnavailableError):
         ledger.lookup_accounts([1])
     ledger.close()
+
+
+def test_odd_batches_get_the_engines_own_errors(served) -> None:
+    """Transfers cross the socket as tuples of their fields; what cannot be read as a
+    transfer crosses as it is, so the caller gets the error the engine itself raises."""
+    server, path = served
+    odd_batches = [
+        [object()],
+        ["not a transfer"],
+        [transfer(7, flags=1.0)],
+        [transfer(7, timeout="1")],
+        [transfer(7, user_data_64=1 << 64)],
+        [transfer(7), 5],
+    ]
+    with sovr.ledger.connect(f"local://{path}") as ledger:
+        for batch in odd_batches:
+            with pytest.raises(Exception) as direct:
+                server.ledger.create_transfers(batch)
+            with pytest.raises(Exception) as remote:
+                ledger.create_transfers(batch)
+            assert type(remote.value) is type(direct.value), batch
+            assert str(remote.value) == str(direct.value), batch
+        assert ledger.lookup_transfers([7]) == []
+        flags = tb.TransferFlags.LINKED
+        results = ledger.create_transfers([transfer(7, flags=flags), transfer(8)])
+        assert [(type(r), r.status) for r in results] == [
+            (tb.CreateTransferResult, TS.CREATED), (tb.CreateTransferResult, TS.CREATED)]
+        assert [r.timestamp for r in results] == [
+            t.timestamp for t in ledger.lookup_transfers([7, 8])]

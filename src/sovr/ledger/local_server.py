@@ -18,8 +18,11 @@ terminals stay stateless; the engine stays the one writer of balances.
   caller, with their type (`TooMuchDataError`, `IntegerOverflowError`, `AssertionError`...).
 
 Frames are a 4-byte big-endian length and a pickle (protocol 5) of `(operation, argument)`
-or `(ok, result)`. Pickle is what makes this cheap (≈2 µs to send a transfer, 1 µs to read
-it) and is safe only because the socket is the owner's alone: never expose it on a network.
+or `(ok, result)`. Pickle is what makes this cheap and is safe only because the socket is
+the owner's alone: never expose it on a network. Transfers travel as plain tuples of their
+fields and their results as (timestamp, status) (`create_transfer_rows`): a tuple pickles
+and unpickles in ≈0.6 µs against ≈4 µs for a `tb.Transfer`, and the engine checks the
+tuple exactly as it checks the object.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import pickle
 import socket
 import struct
 import threading
+from operator import index
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +46,9 @@ from sovr.ledger.types import BATCH_EVENTS_MAX, LedgerError, LedgerUnavailableEr
 
 log = logging.getLogger("sovr.ledger.local")
 OPERATIONS = frozenset({
-    "create_accounts", "create_transfers", "lookup_accounts", "lookup_transfers",
-    "get_account_transfers", "get_account_balances", "query_accounts", "query_transfers",
-    "get_change_events",
+    "create_accounts", "create_transfers", "create_transfer_rows", "lookup_accounts",
+    "lookup_transfers", "get_account_transfers", "get_account_balances", "query_accounts",
+    "query_transfers", "get_change_events",
 })
 _LENGTH = struct.Struct(">I")
 FRAME_BYTES_MAX = 64 << 20
@@ -72,15 +76,33 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(buffer)
 
 
-def _mergeable(transfers: list) -> bool:
+_FLAGS = 11  # A transfer row's flags (rows are in `validation.TRANSFER_FIELDS` order).
+_LINKED = int(tb.TransferFlags.LINKED)
+_IMPORTED = int(tb.TransferFlags.IMPORTED)
+
+
+def _transfer_rows(transfers: list) -> list[tuple] | None:
+    """Transfers as tuples of their fields, or None if they are not all transfer-like (they
+    then travel as they are, for the engine to refuse as it would refuse them here)."""
+    try:
+        return [(t.id, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id,
+                 t.user_data_128, t.user_data_64, t.user_data_32, t.timeout, t.ledger, t.code,
+                 index(t.flags), t.timestamp) for t in transfers]
+    except (AttributeError, TypeError):
+        return None
+
+
+def _mergeable(rows: list) -> bool:
     """Whether a batch means the same inside a larger one: it closes its last chain, and
     none of it is imported (TigerBeetle requires a batch to be all imported or none)."""
-    if not transfers or len(transfers) > BATCH_EVENTS_MAX:
+    if not isinstance(rows, list) or not rows or len(rows) > BATCH_EVENTS_MAX:
         return False
-    if not isinstance(transfers[-1], tb.Transfer) or transfers[-1].flags & tb.TransferFlags.LINKED:
-        return False
-    return not any(isinstance(t, tb.Transfer) and t.flags & tb.TransferFlags.IMPORTED
-                   for t in transfers)
+    try:
+        if rows[-1][_FLAGS] & _LINKED:
+            return False
+        return not any(row[_FLAGS] & _IMPORTED for row in rows)
+    except (TypeError, IndexError, KeyError):
+        return False  # Not rows: the engine refuses the batch on its own.
 
 
 def _portable(error: Exception) -> tuple[str, str, tuple, str]:
@@ -151,7 +173,9 @@ class LocalLedgerServer:
         try:
             if operation == "get_change_events":
                 return True, self.ledger.get_change_events(*argument)
-            if operation == "create_transfers" and _mergeable(argument):
+            if operation == "create_transfer_rows":
+                if not _mergeable(argument):
+                    return True, self._create_rows(argument)
                 result = self._merger.submit([argument]).result()[0]
                 if isinstance(result, Exception):
                     raise result
@@ -167,7 +191,7 @@ class LocalLedgerServer:
         batch is then run on its own, so the error reaches only the worker that caused it.
         """
         try:
-            return concatenated(self.ledger.create_transfers, batches)
+            return concatenated(self._create_rows, batches)
         except Exception:
             if len(batches) == 1:
                 raise
@@ -175,9 +199,20 @@ class LocalLedgerServer:
 
     def _alone(self, batch: list) -> list | Exception:
         try:
-            return self.ledger.create_transfers(batch)
+            return self._create_rows(batch)
         except Exception as error:
             return error
+
+    def _create_rows(self, rows: list) -> list[tuple]:
+        create_rows = getattr(self.ledger, "create_transfer_rows", None)
+        if create_rows is not None:  # The embedded engine takes rows as they are.
+            return create_rows(rows)
+        if not isinstance(rows, list) or not all(isinstance(r, tuple) for r in rows):
+            raise TypeError("create_transfer_rows: expected a list of tuples")
+        names = tb.Transfer.__slots__
+        results = self.ledger.create_transfers(
+            [tb.Transfer(**dict(zip(names, row, strict=True))) for row in rows])
+        return [(r.timestamp, r.status) for r in results]
 
     def close(self) -> None:
         self._stopping.set()
@@ -251,7 +286,13 @@ class LocalLedgerClient:
         return self._call("create_accounts", list(accounts))
 
     def create_transfers(self, transfers):
-        return self._call("create_transfers", list(transfers))
+        transfers = list(transfers)
+        rows = _transfer_rows(transfers)
+        if rows is None:
+            return self._call("create_transfers", transfers)
+        result = tb.CreateTransferResult
+        return [result(timestamp, status)
+                for timestamp, status in self._call("create_transfer_rows", rows)]
 
     def lookup_accounts(self, accounts):
         return self._call("lookup_accounts", list(accounts))

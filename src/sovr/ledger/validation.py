@@ -81,6 +81,24 @@ def transfer_tuple(t: object) -> tuple:
     return values
 
 
+def transfer_values(values: object) -> tuple:
+    """`transfer_tuple` for a transfer given as a tuple of its fields (`TRANSFER_FIELDS`)."""
+    if type(values) is not tuple or len(values) != len(TRANSFER_FIELDS):
+        raise TypeError(f"a transfer row must be a tuple of {len(TRANSFER_FIELDS)} integers")
+    try:
+        wide = values[0] | values[1] | values[2] | values[3] | values[4] | values[5]
+        _SMALL_TRANSFER.pack(*values[6:])
+        if wide < 0 or wide >> 128:
+            raise ValueError
+    except (TypeError, ValueError, struct.error):
+        for (name, bits), value in zip(TRANSFER_FIELDS, values, strict=True):
+            check_uint(name, bits, value)  # Raises, naming the field.
+        raise
+    if type(values[11]) is not int:  # IntFlag arithmetic is slow.
+        values = (*values[:11], index(values[11]), values[12])
+    return values
+
+
 def account_tuple(a: object) -> tuple:
     """An account's fields as plain ints, in the state machine's account-record order.
 
