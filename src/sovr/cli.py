@@ -152,7 +152,9 @@ def _mirror(settings: server.Settings, engine,
         service = MirrorService(url, engine, settings.data_dir,
                                 terminal_id=settings.terminal_id).start()
     else:
-        service = MirrorProcess(url, shared_url).start()
+        feed_directory = (_embedded_directory(settings.ledger_url)
+                          if settings.ledger_url.startswith("embedded://") else None)
+        service = MirrorProcess(url, shared_url, feed_directory).start()
     lines = [f"mirror:    {_redacted(url)} (Oracle Ledger, PostgreSQL)"]
     if database.embedded is not None:
         lines.append(f"psql:      {database.embedded.psql_command()}")
@@ -161,6 +163,12 @@ def _mirror(settings: server.Settings, engine,
     finally:
         service.close()
         database.close()
+
+
+def _embedded_directory(ledger_url: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(ledger_url.partition("://")[2])
 
 
 def _redacted(url: str) -> str:

@@ -8,6 +8,7 @@ after it unless another process (`sovr up`) already had it running.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import threading
@@ -19,9 +20,10 @@ from rich.console import Console
 
 import sovr.ledger
 from sovr import server
+from sovr.ledger.embedded.feed import EmbeddedFeed
 from sovr.mirror import commands, report_commands, schema
 from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError, embedded_bin
-from sovr.mirror.service import MirrorService
+from sovr.mirror.service import ENV_FEED_DIRECTORY, MirrorService
 
 console = Console()
 err_console = Console(stderr=True)
@@ -87,7 +89,7 @@ def mirror(
     Stops on Ctrl-C or SIGTERM; a restart resumes from the checkpoints in PostgreSQL.
     """
     settings = server.Settings.from_env()
-    ledger = None if outboxes_only else sovr.ledger.connect(settings.ledger_url)
+    ledger = None if outboxes_only else _feed(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -101,6 +103,15 @@ def mirror(
     finally:
         if ledger is not None:
             ledger.close()
+
+
+def _feed(settings: server.Settings):
+    """Where the change feed is read: the embedded ledger's files when `sovr up` says so
+    (no engine time spent), else the ledger itself."""
+    directory = os.environ.get(ENV_FEED_DIRECTORY)
+    if directory:
+        return EmbeddedFeed(directory)
+    return sovr.ledger.connect(settings.ledger_url)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,9 @@ from sovr.terminal.rejections import RejectionLog
 
 log = logging.getLogger("sovr.mirror")
 
+# Set by `sovr up` for its `sovr mirror` child: read the embedded ledger's feed from disk.
+ENV_FEED_DIRECTORY = "SOVR_FEED_DIRECTORY"
+
 
 def outbox_paths(data_dir: Path) -> tuple[Path, Path]:
     terminal = data_dir / "terminal"
@@ -80,9 +83,13 @@ class MirrorProcess:
 
     RESTART_DELAY_SECONDS = 1.0
 
-    def __init__(self, database_url: str, ledger_url: str) -> None:
+    def __init__(self, database_url: str, ledger_url: str, feed_directory: str | None) -> None:
+        """`feed_directory`: an embedded ledger's directory, whose change feed the child
+        reads from disk itself (`sovr.ledger.embedded.feed`) instead of through the engine."""
         self.env = {**os.environ, "ORACLE_LEDGER_DATABASE_URL": database_url,
                     "SOVR_LEDGER_URL": ledger_url}
+        if feed_directory is not None:
+            self.env[ENV_FEED_DIRECTORY] = feed_directory
         self.child: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="sovr-mirror-process",

@@ -1,0 +1,88 @@
+"""The embedded ledger's change feed, read from another process, read-only.
+
+The engine is owned by one process (`sovr up`'s main process holds the directory's lock),
+and serving the feed from there costs that process what it needs for clearing: building a
+`ChangeEvent` per balance change and pickling it over the socket. The feed is already on
+disk, though: every transfer and expiry row carries both accounts' balances after it
+(`event`), and an account's other fields never change once written, in the same commit as
+its first transfer. So the mirror's sync worker reads `ledger.sqlite3` itself, with a
+read-only connection (WAL mode lets it read while the engine writes), each call inside one
+read transaction, so it sees one commit's state, never half of two.
+
+`EmbeddedFeed(directory)` has `get_change_events` with the engine's exact results (tested
+against it) and `close`; nothing else, and it never writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+
+from sovr.ledger import validation
+from sovr.ledger.embedded import codec, queries
+from sovr.ledger.embedded.store import chunks
+from sovr.ledger.types import CHANGE_EVENTS_LIMIT_MAX, ChangeEvent, LedgerError
+
+ACCOUNTS_CACHED_MAX = 1_000_000
+
+
+class EmbeddedFeed:
+    def __init__(self, directory: str) -> None:
+        path = os.path.join(directory, "ledger.sqlite3")
+        if not os.path.exists(path):
+            raise LedgerError(f"no embedded ledger in {directory!r} (no ledger.sqlite3)")
+        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout=10000")
+        self._accounts: dict[int, list] = {}  # immutable fields; balances come per event
+
+    def query(self, sql: str, params: Sequence) -> list[tuple]:
+        return self.db.execute(sql, params).fetchall()
+
+    def get_change_events(self, timestamp_min: int = 0, timestamp_max: int = 0,
+                          limit: int = CHANGE_EVENTS_LIMIT_MAX) -> list[ChangeEvent]:
+        validation.check_change_events_filter(timestamp_min, timestamp_max, limit)
+        if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
+            return []
+        self.db.execute("BEGIN")
+        try:
+            rows = queries.change_event_rows(self, timestamp_min, timestamp_max, limit)
+            expired = {t[0]: t for t in self._transfers([r.pending_id for r in rows
+                                                          if r.pending_id])}
+            account_ids = {i for r in rows for i in r.account_ids()}
+            account_ids.update(i for t in expired.values() for i in (t[1], t[2]))
+            self._load_accounts(account_ids)
+        finally:
+            self.db.execute("COMMIT")
+        return [queries.change_event(r, self._accounts, expired) for r in rows]
+
+    def _transfers(self, ids: list[int]) -> list[tuple]:
+        found = []
+        for part in chunks([codec.u128(i) for i in ids]):
+            sql = (f"SELECT {codec.TRANSFER_COLUMNS} FROM transfers "
+                   f"WHERE id IN ({','.join('?' * len(part))})")
+            found.extend(codec.transfer_from_row(r) for r in self.db.execute(sql, part))
+        return found
+
+    def _load_accounts(self, ids: set[int]) -> None:
+        missing = [i for i in ids if i not in self._accounts]
+        if len(self._accounts) + len(missing) > ACCOUNTS_CACHED_MAX:
+            self._accounts.clear()
+            missing = list(ids)
+        for part in chunks([codec.u128(i) for i in missing]):
+            sql = (f"SELECT {codec.ACCOUNT_COLUMNS} FROM accounts "
+                   f"WHERE id IN ({','.join('?' * len(part))})")
+            for row in self.db.execute(sql, part):
+                account = codec.account_from_row(row)
+                self._accounts[account[0]] = account
+        assert ids <= self._accounts.keys(), "every event's accounts are in the same commit"
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> EmbeddedFeed:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
