@@ -8,6 +8,7 @@ looked at, as the official client does.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from dataclasses import dataclass
 
@@ -253,33 +254,23 @@ def _event_type(row: ChangeEventRow) -> ChangeEventType:
 def change_event(
     row: ChangeEventRow, accounts: dict[int, list], expired: dict[int, tuple]
 ) -> ChangeEvent:
-    """A ChangeEvent as TigerBeetle's `get_change_event` builds it."""
+    """A ChangeEvent as TigerBeetle's `get_change_event` builds it.
+
+    Positional, with the flag enums cached: the mirror reads every event ever cleared, and
+    keyword construction cost twice as much."""
     t = row.transfer if row.transfer is not None else expired[row.pending_id]
-    dr_balances, cr_balances = codec.event_from_blob(row.event)
+    dr_b, cr_b = codec.event_from_blob(row.event)
     dr = accounts[t[1]]
     cr = accounts[t[2]]
     return ChangeEvent(
-        type=_event_type(row), timestamp=row.timestamp, ledger=t[9],
-        transfer_id=t[0], transfer_amount=t[3], transfer_pending_id=t[4],
-        transfer_user_data_128=t[5], transfer_user_data_64=t[6], transfer_user_data_32=t[7],
-        transfer_timeout=t[8], transfer_code=t[10], transfer_flags=tb.TransferFlags(t[11]),
-        transfer_timestamp=t[12],
-        **_account_fields("debit_account", dr, dr_balances),
-        **_account_fields("credit_account", cr, cr_balances),
+        _event_type(row), row.timestamp, t[9],
+        t[0], t[3], t[4], t[5], t[6], t[7], t[8], t[10], _transfer_flags(t[11]), t[12],
+        dr[0], dr_b[0], dr_b[1], dr_b[2], dr_b[3], dr[AC_UD128], dr[AC_UD64], dr[AC_UD32],
+        dr[AC_CODE], _account_flags(dr_b[4]), dr[AC_TIMESTAMP],
+        cr[0], cr_b[0], cr_b[1], cr_b[2], cr_b[3], cr[AC_UD128], cr[AC_UD64], cr[AC_UD32],
+        cr[AC_CODE], _account_flags(cr_b[4]), cr[AC_TIMESTAMP],
     )
 
 
-def _account_fields(prefix: str, account: list, balances: tuple) -> dict[str, object]:
-    return {
-        f"{prefix}_id": account[0],
-        f"{prefix}_debits_pending": balances[0],
-        f"{prefix}_debits_posted": balances[1],
-        f"{prefix}_credits_pending": balances[2],
-        f"{prefix}_credits_posted": balances[3],
-        f"{prefix}_user_data_128": account[AC_UD128],
-        f"{prefix}_user_data_64": account[AC_UD64],
-        f"{prefix}_user_data_32": account[AC_UD32],
-        f"{prefix}_code": account[AC_CODE],
-        f"{prefix}_flags": tb.AccountFlags(balances[4]),
-        f"{prefix}_timestamp": account[AC_TIMESTAMP],
-    }
+_transfer_flags = functools.lru_cache(maxsize=1024)(tb.TransferFlags)
+_account_flags = functools.lru_cache(maxsize=1024)(tb.AccountFlags)
