@@ -54,20 +54,19 @@ def server_url(pg_server: EmbeddedPostgres) -> str:
 @pytest.fixture
 def mirror_url(server_url: str) -> Iterator[str]:
     """A fresh, migrated mirror database for this test."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-    yield _with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _database(server_url, "t_", f'TEMPLATE "{TEMPLATE}"')
 
 
 @pytest.fixture
 def empty_database_url(server_url: str) -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
-    name = "e_" + uuid.uuid4().hex[:12]
+    yield from _database(server_url, "e_", "")
+
+
+def _database(server_url: str, prefix: str, options: str) -> Iterator[str]:
+    name = prefix + uuid.uuid4().hex[:12]
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" {options}')
     yield _with_database(server_url, name)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -7,33 +7,14 @@ import time
 
 import psycopg
 import pytest
-import tigerbeetle as tb
 import typer
+from mirror_support import TF, create, sync_all, transfer
 from typer.testing import CliRunner
 
 from sovr.clearing import chart
 from sovr.mirror import audit
 from sovr.mirror.commands import audit_app, reconcile_command
 from sovr.mirror.feed import FeedSync
-
-TF = tb.TransferFlags
-
-
-def _transfer(debit: int, credit: int, amount: int, **fields) -> tb.Transfer:
-    return tb.Transfer(id=tb.id(), debit_account_id=debit, credit_account_id=credit,
-                       amount=amount, ledger=1, code=fields.pop("code", 2), **fields)
-
-
-def _create(ledger, transfers: list[tb.Transfer]) -> None:
-    results = ledger.create_transfers(transfers)
-    assert [r.status for r in results] == [tb.CreateTransferStatus.CREATED] * len(transfers)
-
-
-def _sync_all(feed: FeedSync) -> int:
-    total = 0
-    while count := feed.sync_once():
-        total += count
-    return total
 
 
 def _batches(conn: psycopg.Connection) -> list[tuple[int, int, int]]:
@@ -47,29 +28,29 @@ def mirrored(embedded_ledger, mirror_conn) -> psycopg.Connection:
     """Ten transfers mirrored in three batches (audit rows 1, 2, 3: 4 + 4 + 2 events),
     cleared by three ledger requests, so there are ledger timestamps between the batches."""
     for count in (4, 4, 2):
-        _create(embedded_ledger, [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 100 + i)
+        create(embedded_ledger, [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 100 + i)
                                   for i in range(count)])
-    assert _sync_all(FeedSync(embedded_ledger, mirror_conn, events_per_transaction=4)) == 10
+    assert sync_all(FeedSync(embedded_ledger, mirror_conn, events_per_transaction=4)) == 10
     assert [b[0] for b in _batches(mirror_conn)] == [1, 2, 3]
     assert audit.verify(mirror_conn) == []
     return mirror_conn
 
 
 def test_a_mirror_with_every_kind_of_event_verifies(embedded_ledger, mirror_conn):
-    pending = [_transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 300, flags=TF.PENDING,
+    pending = [transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 300, flags=TF.PENDING,
                          timeout=3600) for _ in range(2)]
-    expiring = _transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 40, flags=TF.PENDING,
+    expiring = transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 40, flags=TF.PENDING,
                          timeout=1)
-    _create(embedded_ledger, [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 700),
+    create(embedded_ledger, [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 700),
                               *pending, expiring])
-    _create(embedded_ledger, [
-        _transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 200,
+    create(embedded_ledger, [
+        transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 200,
                   flags=TF.POST_PENDING_TRANSFER, pending_id=pending[0].id),
-        _transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 0,
+        transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 0,
                   flags=TF.VOID_PENDING_TRANSFER, pending_id=pending[1].id)])
     time.sleep(1.2)
-    _create(embedded_ledger, [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1)])
-    assert _sync_all(FeedSync(embedded_ledger, mirror_conn, events_per_transaction=3)) == 8
+    create(embedded_ledger, [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1)])
+    assert sync_all(FeedSync(embedded_ledger, mirror_conn, events_per_transaction=3)) == 8
     assert mirror_conn.execute("SELECT count(*) FROM audit_log").fetchone()[0] == 3
     mirror_conn.commit()
     # a fetch size of 1 makes the server-side cursor fetch across every row boundary

@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-import tigerbeetle as tb
+from mirror_support import TF, create, sync_all, transfer
 
 from sovr.clearing import chart
 from sovr.mirror.feed import FeedSync
 
-TF = tb.TransferFlags
-
-
-def _transfer(debit: int, credit: int, amount: int, **fields) -> tb.Transfer:
-    return tb.Transfer(id=tb.id(), debit_account_id=debit, credit_account_id=credit,
-                       amount=amount, ledger=1, code=fields.pop("code", 2), **fields)
-
-
-def _create(ledger, transfers: list[tb.Transfer]) -> None:
-    results = ledger.create_transfers(transfers)
-    assert [r.status for r in results] == [tb.CreateTransferStatus.CREATED] * len(transfers)
-
-
-def _sync_all(feed: FeedSync) -> int:
-    total = 0
-    while count := feed.sync_once():
-        total += count
-    return total
-
 
 def test_mirror_copies_transfers_legs_and_balances(embedded_ledger, mirror_conn):
-    single = _transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 700)
-    pending = _transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 300, flags=TF.PENDING,
+    single = transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 700)
+    pending = transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 300, flags=TF.PENDING,
                         timeout=3600)
-    _create(embedded_ledger, [single, pending])
-    post = _transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 200,
+    create(embedded_ledger, [single, pending])
+    post = transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 200,
                      flags=TF.POST_PENDING_TRANSFER, pending_id=pending.id)
-    _create(embedded_ledger, [post])
+    create(embedded_ledger, [post])
 
     feed = FeedSync(embedded_ledger, mirror_conn)
-    assert _sync_all(feed) == 3
+    assert sync_all(feed) == 3
     rows = mirror_conn.execute(
         "SELECT transfer_id, amount, phase, status FROM double_entry ORDER BY timestamp"
     ).fetchall()
@@ -61,10 +42,10 @@ def test_mirror_copies_transfers_legs_and_balances(embedded_ledger, mirror_conn)
 def test_a_second_pass_writes_nothing_and_the_checkpoint_is_the_last_event(
     embedded_ledger, mirror_conn
 ):
-    _create(embedded_ledger,
-        [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1) for _ in range(10)])
+    create(embedded_ledger,
+        [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1) for _ in range(10)])
     feed = FeedSync(embedded_ledger, mirror_conn)
-    assert _sync_all(feed) == 10
+    assert sync_all(feed) == 10
     assert feed.sync_once() == 0
     last = embedded_ledger.get_change_events()[-1].timestamp
     assert feed.position() == last
@@ -73,13 +54,13 @@ def test_a_second_pass_writes_nothing_and_the_checkpoint_is_the_last_event(
 
 
 def test_replay_from_an_older_checkpoint_duplicates_nothing(embedded_ledger, mirror_conn):
-    _create(embedded_ledger,
-        [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 5) for _ in range(20)])
+    create(embedded_ledger,
+        [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 5) for _ in range(20)])
     feed = FeedSync(embedded_ledger, mirror_conn)
-    _sync_all(feed)
+    sync_all(feed)
     mirror_conn.execute("UPDATE sync_checkpoints SET position = 0")
     mirror_conn.commit()
-    assert _sync_all(feed) == 20
+    assert sync_all(feed) == 20
     assert mirror_conn.execute("SELECT count(*) FROM double_entry").fetchone()[0] == 20
     assert mirror_conn.execute("SELECT count(*) FROM transactions").fetchone()[0] == 40
     credits = mirror_conn.execute(
@@ -90,8 +71,8 @@ def test_replay_from_an_older_checkpoint_duplicates_nothing(embedded_ledger, mir
 
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_two_workers_never_mirror_an_event_twice(embedded_ledger, mirror_url, prefetch):
-    _create(embedded_ledger,
-        [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1) for _ in range(50)])
+    create(embedded_ledger,
+        [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1) for _ in range(50)])
     with psycopg.connect(mirror_url) as a, psycopg.connect(mirror_url) as b:
         first, second = (FeedSync(embedded_ledger, conn, events_per_transaction=7,
                                   prefetch=prefetch) for conn in (a, b))
@@ -110,13 +91,13 @@ def test_two_workers_never_mirror_an_event_twice(embedded_ledger, mirror_url, pr
 def test_expiry_marks_the_pending_transfer_expired(embedded_ledger, mirror_conn):
     import time
 
-    pending = _transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 40, flags=TF.PENDING,
+    pending = transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 40, flags=TF.PENDING,
                         timeout=1)
-    _create(embedded_ledger, [pending])
+    create(embedded_ledger, [pending])
     time.sleep(1.2)
-    _create(embedded_ledger, [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1)])
+    create(embedded_ledger, [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 1)])
     feed = FeedSync(embedded_ledger, mirror_conn)
-    _sync_all(feed)
+    sync_all(feed)
     status = mirror_conn.execute(
         "SELECT status FROM double_entry WHERE transfer_id = %s", (pending.id,)).fetchone()[0]
     assert status == "expired"

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 import tigerbeetle as tb
 import typer
+from mirror_support import TF, create, sync_all, transfer
 from typer.testing import CliRunner
 
 import sovr.ledger
@@ -15,44 +16,25 @@ from sovr.mirror.commands import reconcile_command
 from sovr.mirror.feed import FeedSync
 from sovr.mirror.reconcile import Difference, reconcile, render
 
-TF = tb.TransferFlags
-
-
-def _transfer(debit: int, credit: int, amount: int, **fields) -> tb.Transfer:
-    return tb.Transfer(id=tb.id(), debit_account_id=debit, credit_account_id=credit,
-                       amount=amount, ledger=1, code=fields.pop("code", 2), **fields)
-
-
-def _create(ledger, transfers: list[tb.Transfer]) -> None:
-    results = ledger.create_transfers(transfers)
-    assert [r.status for r in results] == [tb.CreateTransferStatus.CREATED] * len(transfers)
-
-
-def _sync_all(ledger, conn: psycopg.Connection) -> int:
-    feed, total = FeedSync(ledger, conn), 0
-    while count := feed.sync_once():
-        total += count
-    return total
-
 
 def _clear_some(ledger) -> list[tb.Transfer]:
     """A single-phase transfer, a pending one posted, another voided: 5 events."""
-    single = _transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 700)
-    pending = [_transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 300, flags=TF.PENDING,
+    single = transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 700)
+    pending = [transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 300, flags=TF.PENDING,
                          timeout=3600) for _ in range(2)]
-    _create(ledger, [single, *pending])
-    post = _transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 200,
+    create(ledger, [single, *pending])
+    post = transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 200,
                      flags=TF.POST_PENDING_TRANSFER, pending_id=pending[0].id)
-    void = _transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 0,
+    void = transfer(chart.CASH_ODFI, chart.INSTACART_CLEARING, 0,
                      flags=TF.VOID_PENDING_TRANSFER, pending_id=pending[1].id)
-    _create(ledger, [post, void])
+    create(ledger, [post, void])
     return [single, *pending, post, void]
 
 
 @pytest.fixture
 def mirrored(embedded_ledger, mirror_conn) -> list[tb.Transfer]:
     transfers = _clear_some(embedded_ledger)
-    assert _sync_all(embedded_ledger, mirror_conn) == 5
+    assert sync_all(FeedSync(embedded_ledger, mirror_conn)) == 5
     return transfers
 
 
@@ -151,8 +133,8 @@ def test_edited_transfer_fields_and_leg_balances_are_named(
 def test_lag_inside_the_window_is_reported_without_failing(
     embedded_ledger, mirror_conn, mirrored
 ):
-    _create(embedded_ledger,
-            [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 5) for _ in range(3)])
+    create(embedded_ledger,
+            [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 5) for _ in range(3)])
     report = reconcile(embedded_ledger, mirror_conn, lag_window_seconds=60)
     # CASH_ODFI and STRIPE_SETTLEMENT moved since the checkpoint; that is not a difference
     assert report.ok, render(report)
@@ -171,7 +153,7 @@ def test_an_edit_on_an_account_the_lag_moved_is_still_named(
 ):
     """The lag excuses today's balance, not a wrong one: the mirror is held to the ledger's
     balance as of its checkpoint."""
-    _create(embedded_ledger, [_transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 5)])
+    create(embedded_ledger, [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 5)])
     mirror_conn.execute("UPDATE accounts SET credits_posted = 650 WHERE id = %s",
                         (chart.STRIPE_SETTLEMENT,))
     mirror_conn.commit()
@@ -189,9 +171,9 @@ def test_paging_reaches_every_account_and_event(embedded_ledger, mirror_conn):
         results = embedded_ledger.create_accounts(accounts[start:start + 8_000])
         assert {r.status for r in results} == {tb.CreateAccountStatus.CREATED}
     last = accounts[-1].id  # on the second page of accounts; 8,299 is not a multiple of 3
-    _create(embedded_ledger, [_transfer(chart.CASH_ODFI, a.id, 1) for a in accounts[::3]] +
-            [_transfer(chart.CASH_ODFI, last, 1)])
-    assert _sync_all(embedded_ledger, mirror_conn) == 2_768
+    create(embedded_ledger, [transfer(chart.CASH_ODFI, a.id, 1) for a in accounts[::3]] +
+            [transfer(chart.CASH_ODFI, last, 1)])
+    assert sync_all(FeedSync(embedded_ledger, mirror_conn)) == 2_768
     report = reconcile(embedded_ledger, mirror_conn)
     assert report.ok, render(report)
     assert report.accounts_checked == len(chart.CHART) + 8_300
@@ -234,7 +216,7 @@ def test_sovr_reconcile_prints_the_report_and_exits_non_zero(tmp_path, mirror_ur
     with sovr.ledger.connect(ledger_url) as ledger, psycopg.connect(mirror_url) as conn:
         chart.ensure_chart(ledger)
         single = _clear_some(ledger)[0]
-        _sync_all(ledger, conn)
+        sync_all(FeedSync(ledger, conn))
     app = typer.Typer()
     app.command("reconcile")(reconcile_command)
     app.command("unused")(lambda: None)  # two commands: invoked by name, as in `sovr`

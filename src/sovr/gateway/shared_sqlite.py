@@ -7,8 +7,10 @@ instead of failing at once.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -25,17 +27,25 @@ def open_shared(path: Path, schema: str) -> sqlite3.Connection:
 SOURCE_ID_SCHEMA = "CREATE TABLE IF NOT EXISTS source (id TEXT NOT NULL);"
 
 
-def source_id(db: sqlite3.Connection) -> str:
-    """This file's random, permanent name: what a reader's checkpoint for it is keyed by
-    (host names and paths repeat across machines; this does not)."""
+@contextlib.contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, taking the write lock at once (a reader never has to upgrade
+    and fail), committed on success and rolled back on any exception."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        row = db.execute("SELECT id FROM source").fetchone()
-        if row is None:
-            row = (uuid.uuid4().hex,)
-            db.execute("INSERT INTO source (id) VALUES (?)", row)
+        yield db
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def source_id(db: sqlite3.Connection) -> str:
+    """This file's random, permanent name: what a reader's checkpoint for it is keyed by
+    (host names and paths repeat across machines; this does not)."""
+    with write_transaction(db):
+        row = db.execute("SELECT id FROM source").fetchone()
+        if row is None:
+            row = (uuid.uuid4().hex,)
+            db.execute("INSERT INTO source (id) VALUES (?)", row)
     return row[0]

@@ -40,7 +40,8 @@ audit_app = typer.Typer(help="The mirror's hash-chained audit log.", no_args_is_
 
 
 @contextlib.contextmanager
-def _mirror(database_url: str | None, console: Console) -> Iterator[psycopg.Connection]:
+def open_mirror(database_url: str | None, console: Console) -> Iterator[psycopg.Connection]:
+    """A connection to the mirror for a command; exit 2 saying why when there is none."""
     data_dir = Path(os.environ.get("SOVR_DATA_DIR") or "data").absolute()
     database = MirrorDatabase.from_settings(data_dir, database_url)
     try:
@@ -50,7 +51,7 @@ def _mirror(database_url: str | None, console: Console) -> Iterator[psycopg.Conn
         diag = getattr(e, "diag", None)
         message = (diag and diag.message_primary) or str(e)
         hint = " (run `sovr db upgrade`)" if isinstance(e, psycopg.errors.UndefinedTable) else ""
-        console.print(f"[red]cannot check the mirror:[/red] {message}{hint}", highlight=False,
+        console.print(f"[red]cannot use the mirror:[/red] {message}{hint}", highlight=False,
                       soft_wrap=True)
         raise typer.Exit(EXIT_CANNOT_CHECK) from e
     finally:
@@ -62,7 +63,7 @@ def verify_command(database_url: DatabaseUrl = None) -> None:
     """Check the audit log's hash chain and that every mirrored row it vouches for is
     unchanged; name every edited, deleted or reordered row."""
     console = Console()
-    with _mirror(database_url, console) as conn:
+    with open_mirror(database_url, console) as conn:
         problems = audit.verify(conn)
         rows, last_seq = conn.execute("SELECT count(*), max(seq) FROM audit_log").fetchone()
     if problems:
@@ -78,7 +79,7 @@ def reconcile_command(database_url: DatabaseUrl = None, ledger_url: LedgerUrl = 
                       lag_window_seconds: LagWindowSeconds = LAG_WINDOW_SECONDS) -> None:
     """Compare the mirror with the ledger: balances, transfers, legs, narratives, lag."""
     console = Console()
-    with _mirror(database_url, console) as conn:
+    with open_mirror(database_url, console) as conn:
         try:
             with _connect_ledger(ledger_url) as ledger:
                 report = reconcile(ledger, conn, lag_window_seconds=lag_window_seconds)

@@ -14,20 +14,18 @@ written and recorded), 2 it could not run (database unreachable, schema missing,
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import psycopg
 import typer
 from rich.console import Console
 
 from sovr.mirror import reports, roles
-from sovr.mirror.postgres import ENV_DATABASE_URL, MirrorDatabase, MirrorDatabaseError
+from sovr.mirror.commands import open_mirror
+from sovr.mirror.postgres import ENV_DATABASE_URL
 
 EXIT_VIOLATIONS = 1
 EXIT_CANNOT_RUN = 2
@@ -50,20 +48,8 @@ def _data_dir() -> Path:
     return Path(os.environ.get("SOVR_DATA_DIR") or "data").absolute()
 
 
-@contextlib.contextmanager
-def _mirror(database_url: str | None) -> Iterator[psycopg.Connection]:
-    database = MirrorDatabase.from_settings(_data_dir(), database_url)
-    try:
-        with database.connect() as conn:
-            yield conn
-    except (MirrorDatabaseError, psycopg.Error) as e:
-        diag = getattr(e, "diag", None)
-        message = (diag and diag.message_primary) or str(e)
-        hint = " (run `sovr db upgrade`)" if isinstance(e, psycopg.errors.UndefinedTable) else ""
-        err_console.print(f"[red]error:[/red] {message}{hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_CANNOT_RUN) from e
-    finally:
-        database.close()
+def _mirror(database_url: str | None):
+    return open_mirror(database_url, err_console)
 
 
 def snapshot_command(database_url: DatabaseUrl = None, out: OutDir = None) -> None:

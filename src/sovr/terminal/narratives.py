@@ -24,7 +24,12 @@ from typing import Any
 
 import orjson
 
-from sovr.gateway.shared_sqlite import SOURCE_ID_SCHEMA, open_shared, source_id
+from sovr.gateway.shared_sqlite import (
+    SOURCE_ID_SCHEMA,
+    open_shared,
+    source_id,
+    write_transaction,
+)
 
 _SCHEMA = SOURCE_ID_SCHEMA + """
 CREATE TABLE IF NOT EXISTS narratives (
@@ -102,14 +107,8 @@ class NarrativeLog:
                  n.attestation_signer, n.attestation_signature, n.attestation_digest,
                  n.attestation_timestamp, orjson.dumps(n.details or {}), at_ns)
                 for n in narratives]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(_INSERT, rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, write_transaction(self._db) as db:
+            db.executemany(_INSERT, rows)
         return [None] * len(narratives)
 
     def read(self, after_seq: int = 0, limit: int = 5000) -> list[tuple]:

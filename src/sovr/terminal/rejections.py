@@ -27,7 +27,12 @@ from typing import Any
 
 import orjson
 
-from sovr.gateway.shared_sqlite import SOURCE_ID_SCHEMA, open_shared, source_id
+from sovr.gateway.shared_sqlite import (
+    SOURCE_ID_SCHEMA,
+    open_shared,
+    source_id,
+    write_transaction,
+)
 
 _SCHEMA = SOURCE_ID_SCHEMA + """
 CREATE TABLE IF NOT EXISTS rejections (
@@ -87,14 +92,8 @@ class RejectionLog:
                  None if r.obligation_id is None else f"{r.obligation_id:032x}", r.code,
                  r.message, r.field, r.ledger_status, orjson.dumps(r.intent, default=str))
                 for r in records]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                seqs = [self._db.execute(_INSERT, row).fetchone()[0] for row in rows]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, write_transaction(self._db) as db:
+            seqs = [db.execute(_INSERT, row).fetchone()[0] for row in rows]
         assert len(seqs) == len(records)
         return seqs
 
