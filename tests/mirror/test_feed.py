@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+import tigerbeetle as tb
 from mirror_support import TF, create, sync_all, transfer
 
 from sovr.clearing import chart
@@ -105,3 +106,31 @@ def test_expiry_marks_the_pending_transfer_expired(embedded_ledger, mirror_conn)
         "SELECT count(*) FROM transactions WHERE event_type = 'two_phase_expired'"
     ).fetchone()[0]
     assert released == 2
+
+
+def test_a_tigerbeetle_cluster_feeds_the_mirror_through_its_own_cdc(
+    tigerbeetle_ledger, mirror_conn
+):
+    """The scale path: the same worker on TigerBeetle's `get_change_events` (the session's
+    replica is shared, so only this test's accounts and transfers are compared)."""
+    accounts = [tb.Account(id=tb.id(), ledger=1, code=1) for _ in range(2)]
+    assert all(r.status == tb.CreateAccountStatus.CREATED
+               for r in tigerbeetle_ledger.create_accounts(accounts))
+    debit, credit = (a.id for a in accounts)
+    pending = transfer(debit, credit, 30, flags=TF.PENDING, timeout=3600)
+    create(tigerbeetle_ledger, [transfer(debit, credit, 12), pending])
+    create(tigerbeetle_ledger, [transfer(debit, credit, 0, flags=TF.VOID_PENDING_TRANSFER,
+                                         pending_id=pending.id)])
+    sync_all(FeedSync(tigerbeetle_ledger, mirror_conn))
+    statuses = mirror_conn.execute(
+        "SELECT phase, status, amount FROM double_entry WHERE debit_account_id = %s "
+        "ORDER BY timestamp", (debit,)).fetchall()
+    assert [(p, s, int(a)) for p, s, a in statuses] == [
+        ("single", "posted", 12), ("pending", "voided", 30), ("void", "voided", 30)]
+    for account in tigerbeetle_ledger.lookup_accounts([debit, credit]):
+        mirrored = mirror_conn.execute(
+            "SELECT debits_pending, debits_posted, credits_pending, credits_posted "
+            "FROM accounts WHERE id = %s", (account.id,)).fetchone()
+        assert tuple(int(v) for v in mirrored) == (
+            account.debits_pending, account.debits_posted, account.credits_pending,
+            account.credits_posted)
