@@ -128,8 +128,7 @@ def account_transfers(
 ) -> list[tuple]:
     """Transfers of an account matching an AccountFilter, in timestamp order."""
     where = ["i.value = ?", "i.timestamp BETWEEN ? AND ?"]
-    low, high = _bounds(f.timestamp_min, f.timestamp_max)
-    params: list[object] = [codec.u128(f.account_id), low, high]
+    filters: list[object] = []
     debits = f.flags & tb.AccountFilterFlags.DEBITS
     credits = f.flags & tb.AccountFilterFlags.CREDITS
     if debits and not credits:
@@ -144,7 +143,7 @@ def account_transfers(
     ):
         if value:
             where.append(f"t.{column} = ?")
-            params.append(encode(value))
+            filters.append(encode(value))
     descending = bool(f.flags & tb.AccountFilterFlags.REVERSED)
     event = ", t.event" if with_event else ""
     sql = (
@@ -152,8 +151,9 @@ def account_transfers(
         f"JOIN m.transfers t ON t.timestamp = i.timestamp WHERE {' AND '.join(where)} "
         f"ORDER BY i.timestamp {'DESC' if descending else 'ASC'} LIMIT ?"
     )
-    return store.index_query("transfer_accounts", sql, params, f.limit, descending=descending,
-                             timestamp_min=low, timestamp_max=high)
+    return store.index_query("transfer_accounts", sql, codec.u128(f.account_id),
+                             *_bounds(f.timestamp_min, f.timestamp_max), filters, f.limit,
+                             descending=descending)
 
 
 def account_balances(rows: list[tuple], account_id: int) -> list[tb.AccountBalance]:
@@ -187,10 +187,8 @@ def query_transfers(store: Store, q: QueryFilterQuery) -> list[tuple]:
         f"WHERE i.value = ? AND i.timestamp BETWEEN ? AND ? {where} "
         f"ORDER BY i.timestamp {'DESC' if descending else 'ASC'} LIMIT ?"
     )
-    return store.index_query(
-        f"transfer_{first_column}", sql, [first_value, low, high, *[v for _, v in rest]],
-        q.limit, descending=descending, timestamp_min=low, timestamp_max=high,
-    )
+    return store.index_query(f"transfer_{first_column}", sql, first_value, low, high,
+                             [v for _, v in rest], q.limit, descending=descending)
 
 
 def query_accounts(store: Store, q: QueryFilterQuery) -> list[tuple]:

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sovr.ledger.embedded import codec
 from sovr.ledger.embedded.state_machine import EXPIRED, BatchView
@@ -98,19 +100,21 @@ INDEX_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS main.meta (key TEXT PRIMARY KEY, value INTEGER);\n"
     + _index_tables("main")
 )
-RECENT_SCHEMA = _index_tables("r")
 
 
 INDEX_INTERVAL_SECONDS = 0.02
-# The index's memory tier (see Indexer) is flushed to index.sqlite3 when it holds this many
-# transfers (~300 bytes each: ~20 MiB).
+# An index memory tier (see Indexer) is frozen and flushed to index.sqlite3 when it holds
+# this many transfers (~300 bytes each: ~20 MiB; at most two tiers exist at once).
 RECENT_TRANSFERS_MAX = 65_536
 INDEXER_MAIN_CACHE_KIB = 16 * 1024
+FLUSH_WAIT_SECONDS = 60.0  # A catch-up that needs room waits this long for a flush.
 WAL_CHECKPOINT_INTERVAL_SECONDS = 0.5
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # uri=True for ATTACH of the indexer's shared-cache memory tiers (a path that does not
+    # start with "file:" is still a plain path).
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, uri=True)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -401,14 +405,15 @@ class Store:
         return self.db.execute(sql, params).fetchall()
 
     def index_query(
-        self, table: str, sql: str, params: Sequence, limit: int, *, descending: bool,
-        timestamp_min: int, timestamp_max: int,
+        self, table: str, sql: str, value: object, timestamp_min: int, timestamp_max: int,
+        filters: Sequence, limit: int, *, descending: bool,
     ) -> list[tuple]:
         """A query through one of the derived indexes, brought up to the last commit first
-        (read-your-writes). `sql` names the index `{index}` and the transfers `m.transfers`;
-        its last parameter is the limit."""
-        return self.indexer.query(table, sql, params, limit, descending=descending,
-                                  timestamp_min=timestamp_min, timestamp_max=timestamp_max)
+        (read-your-writes). `sql` names the index `{index}` and the transfers `m.transfers`,
+        and takes as parameters the index value, the timestamp bounds, `filters` and the
+        limit."""
+        return self.indexer.query(table, sql, value, timestamp_min, timestamp_max, filters,
+                                  limit, descending=descending)
 
 
 def _acquire_lock(directory: str):
@@ -428,27 +433,45 @@ def _acquire_lock(directory: str):
     return lock_file
 
 
-class Indexer:
-    """The derived query indexes, in two tiers, kept by a background thread.
+@dataclass(eq=False)
+class _Tier:
+    """An in-memory index tier: the index rows of the transfers in (after, top]."""
 
-    Why two tiers (measured on the 2-core machine, the terminal benchmark's transfers): an
-    index row costs little, but every B-tree page a transaction dirties is written whole to
-    the WAL and copied back by the checkpoint, and the account index has an active page per
+    schema: str  # Its name on the indexer's connection.
+    uri: str  # A shared-cache memory database: the flush connection opens it too.
+    after: int
+    top: int
+    count: int = 0  # Transfers indexed in it.
+
+
+_TIER_NUMBERS = itertools.count()
+
+
+class Indexer:
+    """The derived query indexes, in tiers, kept by a background thread.
+
+    Why tiers (measured on the 2-core machine, the terminal benchmark's transfers): an index
+    row costs little, but every B-tree page a transaction dirties is written whole to the
+    WAL and copied back by the checkpoint, and the account index has an active page per
     account while the user-data indexes are keyed at random. Indexing each catch-up's
     transfers (~1,000) straight into `index.sqlite3` dirtied about a page per index row:
     ~14 µs of CPU per transfer on a new ledger, ~38 µs at 2 million transfers. So a catch-up
-    indexes the new transfers into the same tables in an in-memory database (`r`, no
-    journal: ~3.5 µs per transfer), and when it holds `RECENT_TRANSFERS_MAX` transfers they
-    are flushed into the file in one transaction, in key order, the page writes shared by
+    indexes the new transfers into the same tables in an in-memory database (no journal,
+    unsorted: ~3 µs per transfer), and when that tier holds `RECENT_TRANSFERS_MAX` transfers
+    it is frozen, a new one takes the catch-ups, and the background thread flushes the
+    frozen one into the file in one transaction, in key order, the page writes shared by
     65,536 transfers: ~1.5 µs per transfer on a new ledger, ~9 µs at 2 million (the random
     keys then dirty a page per row again; sorted runs merged in the background would be
     the next step).
 
-    The file holds the transfers up to its watermark and the memory tier those after it,
-    up to `_recent_top`, so a query reads the file's rows, then the memory's (the other way
-    round for newest first), and stops at its limit. The memory tier is derived like the
-    file: lost on exit or on any error, it is rebuilt from the watermark. One connection
-    serves both tiers and the queries, under `_lock`, so no query sees a flush half done.
+    The file holds the transfers up to its watermark, the frozen tier (if any) those after
+    it, the active tier the rest. A query catches up, then, in one read transaction, reads
+    the file's watermark and the file's rows up to it, then each tier's after it (the other
+    way round for newest first), and stops at its limit. Taking the tiers' bounds from the
+    watermark in the query's own snapshot is what lets the flush commit on its own
+    connection while queries run: before its commit they read the frozen tier, after it
+    the file, never both. Memory tiers are derived like the file: lost on exit, dropped on
+    any error, rebuilt from the watermark.
     """
 
     def __init__(self, main_path: str, index_path: str) -> None:
@@ -456,9 +479,12 @@ class Indexer:
         self._db.executescript(INDEX_SCHEMA)
         self._db.execute("ATTACH DATABASE ? AS m", (main_path,))
         self._db.execute(f"PRAGMA m.cache_size=-{INDEXER_MAIN_CACHE_KIB}")
-        self._flushed = self.watermark()
-        self._open_recent()
+        self._flush_db = _connect(index_path, "NORMAL")
         self._lock = threading.Lock()
+        self._flushed = threading.Condition(self._lock)  # Notified when a flush ends.
+        self._flush_error: sqlite3.Error | None = None
+        self._frozen: _Tier | None = None
+        self._active: _Tier | None = self._new_tier(self.watermark())
         self._wake = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="sovr-ledger-indexer", daemon=True)
@@ -469,111 +495,165 @@ class Indexer:
         self._wake.set()
 
     def watermark(self) -> int:
-        """The last transfer timestamp in the index file (the memory tier is after it)."""
+        """The last transfer timestamp in the index file (the memory tiers are after it)."""
         row = self._db.execute("SELECT value FROM main.meta WHERE key = 'watermark'").fetchone()
         return row[0] if row else 0
 
-    def _open_recent(self) -> None:
+    def _new_tier(self, after: int) -> _Tier:
+        number = next(_TIER_NUMBERS)
+        tier = _Tier(f"r{number}", f"file:sovr-index-{os.getpid()}-{number}"
+                     "?mode=memory&cache=shared", after, after)
         db = self._db
-        db.execute("ATTACH DATABASE ':memory:' AS r")
-        # No rollback journal: on any error the whole tier is dropped and rebuilt.
-        db.execute("PRAGMA r.journal_mode=OFF")
-        db.executescript(RECENT_SCHEMA)
-        self._recent_top = self._flushed
-        self._recent_count = 0
-        self._recent_valid = True
-
-    def _reset_recent(self) -> None:
-        """Drop the memory tier (after an error: it may be half written) and start it over."""
-        self._recent_valid = False
-        db = self._db
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        if any(row[1] == "r" for row in db.execute("PRAGMA database_list")):
-            db.execute("DETACH DATABASE r")
-        self._open_recent()
-
-    def catch_up(self) -> None:
-        with self._lock:
-            self._catch_up()
-
-    def _catch_up(self) -> None:
-        """Index every committed transfer (read-your-writes for the next query)."""
-        db = self._db
-        if not self._recent_valid:
-            self._reset_recent()
+        db.execute(f"ATTACH DATABASE ? AS {tier.schema}", (tier.uri,))
         try:
-            top = db.execute("SELECT coalesce(max(timestamp), 0) FROM m.transfers").fetchone()[0]
-            while self._recent_top < top:
-                if self._recent_count >= RECENT_TRANSFERS_MAX:
-                    self._flush()
-                count, up_to = db.execute(
-                    "SELECT count(*), max(timestamp) FROM (SELECT timestamp FROM m.transfers "
-                    "WHERE timestamp > ? AND timestamp <= ? ORDER BY timestamp LIMIT ?)",
-                    (self._recent_top, top, RECENT_TRANSFERS_MAX - self._recent_count),
-                ).fetchone()
-                self._index_recent(self._recent_top, up_to)
-                self._recent_top = up_to
-                self._recent_count += count
+            # No rollback journal: a tier that fails mid-write is dropped whole.
+            db.execute(f"PRAGMA {tier.schema}.journal_mode=OFF")
+            db.executescript(_index_tables(tier.schema))
         except BaseException:
-            self._recent_valid = False
             with contextlib.suppress(sqlite3.Error):
-                self._reset_recent()  # Else the next catch-up tries again first.
+                db.execute(f"DETACH DATABASE {tier.schema}")
             raise
+        return tier
 
-    def _index_recent(self, after: int, up_to: int) -> None:
+    def _drop_tier(self, tier: _Tier) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._db.execute(f"DETACH DATABASE {tier.schema}")  # Frees its memory.
+
+    def catch_up(self, *, wait: bool = True) -> None:
+        with self._lock:
+            self._catch_up(wait=wait)
+
+    def _catch_up(self, *, wait: bool) -> None:
+        """Index every committed transfer (read-your-writes for the next query). Without
+        `wait`, stop when the active tier is full and the frozen one not yet flushed."""
+        if self._active is None:  # Dropped after an error, and not yet replaced.
+            self._active = self._new_tier(self._frozen.top if self._frozen else self.watermark())
+        db = self._db
+        top = db.execute("SELECT coalesce(max(timestamp), 0) FROM m.transfers").fetchone()[0]
+        while self._active.top < top:
+            active = self._active
+            if active.count >= RECENT_TRANSFERS_MAX:
+                if self._frozen is None:
+                    self._active = self._new_tier(active.top)
+                    self._frozen = active
+                    self._wake.set()  # The background thread flushes it.
+                elif not wait:
+                    return
+                else:
+                    self._wait_for_flush()
+                continue
+            count, up_to = db.execute(
+                "SELECT count(*), max(timestamp) FROM (SELECT timestamp FROM m.transfers "
+                "WHERE timestamp > ? AND timestamp <= ? ORDER BY timestamp LIMIT ?)",
+                (active.top, top, RECENT_TRANSFERS_MAX - active.count),
+            ).fetchone()
+            try:
+                self._index_into(active, up_to)
+            except BaseException:
+                self._active = None
+                self._drop_tier(active)
+                self._active = self._new_tier(active.after)
+                raise
+            active.top = up_to
+            active.count += count
+
+    def _index_into(self, tier: _Tier, up_to: int) -> None:
         db = self._db
         db.execute("BEGIN")
         for table, columns in INDEX_SOURCES.items():
             for column in columns:
                 db.execute(
-                    f"INSERT INTO r.{table} (value, timestamp) SELECT {column}, timestamp "
-                    f"FROM m.transfers WHERE timestamp > ? AND timestamp <= ? "
+                    f"INSERT INTO {tier.schema}.{table} (value, timestamp) "
+                    f"SELECT {column}, timestamp FROM m.transfers "
+                    f"WHERE timestamp > ? AND timestamp <= ? AND {column} != 0",
                     # Unsorted: in memory, with no page to write back, sorting first costs
                     # more than the random inserts it would save (measured).
-                    f"AND {column} != 0",
-                    (after, up_to),
+                    (tier.top, up_to),
                 )
         db.execute("COMMIT")
 
-    def _flush(self) -> None:
-        """Move the memory tier into the index file, with its watermark, in one transaction."""
-        db = self._db
-        db.execute("BEGIN")
-        for table in INDEX_SOURCES:
-            # Read in key order: the file's B-tree takes the rows in order.
-            db.execute(f"INSERT INTO main.{table} (value, timestamp) "
-                       f"SELECT value, timestamp FROM r.{table}")
-        db.execute("INSERT OR REPLACE INTO main.meta (key, value) VALUES ('watermark', ?)",
-                   (self._recent_top,))
-        db.execute("COMMIT")
-        self._flushed = self._recent_top
-        db.execute("DETACH DATABASE r")  # Frees its memory at once.
-        self._open_recent()
+    def _wait_for_flush(self) -> None:
+        frozen = self._frozen
+        self._flush_error = None  # Wait for the next attempt's outcome.
+        self._wake.set()
+        deadline = time.monotonic() + FLUSH_WAIT_SECONDS
+        while self._frozen is frozen:
+            if self._flush_error is not None:
+                raise sqlite3.OperationalError(f"the query index flush failed: {self._flush_error}")
+            if not self._flushed.wait(deadline - time.monotonic()):
+                raise sqlite3.OperationalError("the query index flush did not finish in time")
+
+    def _flush_frozen(self) -> None:
+        """Move the frozen tier into the index file, with its watermark, in one transaction
+        on the flush connection, while queries go on reading the frozen tier."""
+        frozen = self._frozen  # Only this thread retires it.
+        if frozen is None:
+            return
+        db = self._flush_db
+        try:
+            if any(row[1] == "f" for row in db.execute("PRAGMA database_list")):
+                db.execute("DETACH DATABASE f")  # Left by a failed attempt.
+            db.execute("ATTACH DATABASE ? AS f", (frozen.uri,))
+            try:
+                db.execute("BEGIN")
+                watermark = db.execute(
+                    "SELECT coalesce(max(value), 0) FROM main.meta WHERE key = 'watermark'"
+                ).fetchone()[0]
+                if watermark < frozen.top:  # Else an earlier attempt committed it.
+                    for table in INDEX_SOURCES:
+                        # Read in key order: the file's B-tree takes the rows in order.
+                        db.execute(f"INSERT INTO main.{table} (value, timestamp) "
+                                   f"SELECT value, timestamp FROM f.{table}")
+                    db.execute("INSERT OR REPLACE INTO main.meta (key, value) "
+                               "VALUES ('watermark', ?)", (frozen.top,))
+                db.execute("COMMIT")
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                db.execute("DETACH DATABASE f")
+        except sqlite3.Error as error:
+            with self._lock:
+                self._flush_error = error
+                self._flushed.notify_all()
+            raise
+        with self._lock:
+            self._frozen = None
+            self._flush_error = None
+            self._drop_tier(frozen)
+            self._flushed.notify_all()
 
     def query(
-        self, table: str, sql: str, params: Sequence, limit: int, *, descending: bool,
-        timestamp_min: int, timestamp_max: int,
+        self, table: str, sql: str, value: object, timestamp_min: int, timestamp_max: int,
+        filters: Sequence, limit: int, *, descending: bool,
     ) -> list[tuple]:
-        """Rows of `sql` (with `{index}` standing for the index table and its last parameter
-        the limit) from both tiers, after a catch-up: the file's rows are all older than the
-        memory's, so reading them in turn (newest tier first if descending) is the order."""
+        """The rows of `sql` from the file and the memory tiers, in timestamp order: `sql`
+        names the index table `{index}`, and takes the index value, the timestamp bounds,
+        `filters` and the limit as parameters."""
         with self._lock:
-            self._catch_up()
-            tiers = []
-            if timestamp_min <= self._flushed:
-                tiers.append("main")
-            if timestamp_max > self._flushed:
-                tiers.append("r")
-            if descending:
-                tiers.reverse()
-            rows: list[tuple] = []
-            for schema in tiers:
-                rows += self._db.execute(
-                    sql.format(index=f"{schema}.{table}"), [*params, limit - len(rows)]
-                ).fetchall()
-                if len(rows) >= limit:
-                    break
+            self._catch_up(wait=True)
+            db = self._db
+            db.execute("BEGIN")  # One snapshot of the file: its watermark and its rows.
+            try:
+                flushed = self.watermark()
+                spans = [("main", timestamp_min, min(timestamp_max, flushed))]
+                for tier in (self._frozen, self._active):
+                    if tier is not None:
+                        low = max(timestamp_min, flushed + 1, tier.after + 1)
+                        spans.append((tier.schema, low, min(timestamp_max, tier.top)))
+                if descending:
+                    spans.reverse()
+                rows: list[tuple] = []
+                for schema, low, high in spans:
+                    if low > high:
+                        continue
+                    rows += db.execute(sql.format(index=f"{schema}.{table}"),
+                                       [value, low, high, *filters, limit - len(rows)]).fetchall()
+                    if len(rows) >= limit:
+                        break
+            finally:
+                db.execute("COMMIT")
             return rows
 
     def _run(self) -> None:
@@ -583,9 +663,14 @@ class Indexer:
             if self._closing:
                 return
             try:
-                self.catch_up()
+                self.catch_up(wait=False)
+                if self._frozen is not None:
+                    self._flush_frozen()
+                    self._wake.set()  # Catch up with what waited for room.
+                    continue
             except sqlite3.Error:
                 # A query's catch-up retries and raises to its caller; nothing is lost.
+                time.sleep(INDEX_INTERVAL_SECONDS)
                 continue
             # Let batches gather before the next catch-up: a catch-up costs about the same for
             # one small batch as for fifty, and queries catch up for themselves first anyway.
@@ -597,6 +682,7 @@ class Indexer:
         self._thread.join(timeout=30)
         with self._lock:
             self._db.close()
+            self._flush_db.close()
 
 
 class WalCheckpointer:
