@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def open_shared(path: Path, schema: str) -> sqlite3.Connection:
+def open_shared(path: Path, schema: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA busy_timeout=10000")
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
     db.executescript(schema)
     return db
 
