@@ -63,6 +63,7 @@ class MirrorWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection | None = None
+        self._step_list: list = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class MirrorWorker:
         return self._step_list
 
     def _close_connection(self) -> None:
-        for step in getattr(self, "_step_list", []):
+        for step in self._step_list:
             step.close()
         self._step_list = []
         conn, self._conn = self._conn, None
