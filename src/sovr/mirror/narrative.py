@@ -40,10 +40,20 @@ def narrative_sha256(row: Mapping[str, Any]) -> str:
     for column in HASHED_COLUMNS:
         value = row[column]
         if isinstance(value, dict):
-            value = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+            value = canonical_details(value)
         elif value is not None and not isinstance(value, str):
             value = str(int(value))
         values.append(value)
+    return sha256_of_texts(values)
+
+
+def canonical_details(details: dict[str, Any]) -> str:
+    return orjson.dumps(details, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def sha256_of_texts(values: list[str | None]) -> str:
+    """The hash over `HASHED_COLUMNS` once each is text (integers in decimal) or None."""
+    assert len(values) == len(HASHED_COLUMNS)
     return hashlib.sha256(orjson.dumps(values)).hexdigest()
 
 

@@ -21,7 +21,7 @@ import orjson
 import psycopg
 
 from sovr.mirror import audit
-from sovr.mirror.narrative import HASHED_COLUMNS, narrative_sha256
+from sovr.mirror.narrative import HASHED_COLUMNS, canonical_details, sha256_of_texts
 from sovr.terminal.narratives import COLUMNS as OUTBOX_NARRATIVE_COLUMNS
 from sovr.terminal.narratives import NarrativeLog
 from sovr.terminal.rejections import RejectionLog, RejectionRecord
@@ -127,21 +127,19 @@ def rejection_step(conn: psycopg.Connection, log: RejectionLog) -> OutboxStep:
     return OutboxStep(conn, REJECTIONS, log.source_id, read)
 
 
-_OUTBOX_INDEX = {c: i for i, c in enumerate(OUTBOX_NARRATIVE_COLUMNS)}
+# The outbox's columns 1 to 17 are the hashed columns, in order: a row is hashed and copied
+# as it comes, its u128s already decimal text (~3x faster than going through a dict).
+assert OUTBOX_NARRATIVE_COLUMNS[1:18] == HASHED_COLUMNS
+_ATTESTATION_TIMESTAMP = HASHED_COLUMNS.index("attestation_timestamp")
 
 
 def _narrative_row(raw: tuple, source_id: str) -> tuple:
-    values = {c: raw[_OUTBOX_INDEX[c]] for c in OUTBOX_NARRATIVE_COLUMNS}
-    values["obligation_id"] = int(values["obligation_id"])
-    values["fingerprint"] = int(values["fingerprint"])
-    if values["amount_cents"] is not None:
-        values["amount_cents"] = int(values["amount_cents"])
-    values["details"] = orjson.loads(values["details"])
-    digest = narrative_sha256(values)
-    values["details"] = orjson.dumps(values["details"]).decode()
-    recorded_at = _timestamptz(values["recorded_at_ns"])
-    return (*(values[c] for c in HASHED_COLUMNS), recorded_at, digest, source_id,
-            values["seq"])
+    texts = list(raw[1:17])
+    if texts[_ATTESTATION_TIMESTAMP] is not None:
+        texts[_ATTESTATION_TIMESTAMP] = str(texts[_ATTESTATION_TIMESTAMP])
+    texts.append(canonical_details(orjson.loads(raw[17])))
+    digest = sha256_of_texts(texts)
+    return (*raw[1:17], raw[17].decode(), _timestamptz(raw[18]), digest, source_id, raw[0])
 
 
 def _rejection_row(r: RejectionRecord, source_id: str) -> tuple:
