@@ -54,7 +54,9 @@ def test_a_second_pass_writes_nothing_and_the_checkpoint_is_the_last_event(
     assert audit_rows == 1
 
 
-def test_replay_from_an_older_checkpoint_duplicates_nothing(embedded_ledger, mirror_conn):
+def test_replay_from_an_older_checkpoint_duplicates_nothing(
+    embedded_ledger, mirror_conn, mirror_url
+):
     create(embedded_ledger,
         [transfer(chart.CASH_ODFI, chart.STRIPE_SETTLEMENT, 5) for _ in range(20)])
     feed = FeedSync(embedded_ledger, mirror_conn)
@@ -62,6 +64,10 @@ def test_replay_from_an_older_checkpoint_duplicates_nothing(embedded_ledger, mir
     mirror_conn.execute("UPDATE sync_checkpoints SET position = 0")
     mirror_conn.commit()
     assert sync_all(feed) == 20
+    mirror_conn.execute("UPDATE sync_checkpoints SET position = 0")
+    mirror_conn.commit()
+    with psycopg.connect(mirror_url) as fresh:  # a replay as a new session's first batch
+        assert sync_all(FeedSync(embedded_ledger, fresh)) == 20
     assert mirror_conn.execute("SELECT count(*) FROM double_entry").fetchone()[0] == 20
     assert mirror_conn.execute("SELECT count(*) FROM transactions").fetchone()[0] == 40
     credits = mirror_conn.execute(

@@ -321,7 +321,10 @@ class FeedSync:
         try:
             return self._sync(replay_safe=False)
         except psycopg.errors.UniqueViolation:
-            return self._sync(replay_safe=True)  # rows already there: a replay
+            # Rows already there: a replay. The rollback also took back the staging tables
+            # if this session created them in that transaction.
+            self._staging_ready = False
+            return self._sync(replay_safe=True)
 
     def _sync(self, *, replay_safe: bool) -> int:
         with self.conn.transaction():
