@@ -61,6 +61,14 @@ def read_until(process: subprocess.Popen, text: str, timeout: float = 30.0) -> s
     return seen
 
 
+def until_ready(process: subprocess.Popen, data_dir, port: int) -> tuple[str, str]:
+    """(base URL, development API key) once `sovr up` says it is ready and answers."""
+    read_until(process, "Ctrl-C or SIGTERM stops.")
+    base = f"http://127.0.0.1:{port}"
+    wait_for_health(base)
+    return base, (data_dir / "development-api-key").read_text().strip()
+
+
 def wait_for_health(base: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -140,10 +148,7 @@ def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(tmp_path) 
     port = free_port()
     process = start_up(tmp_path, port)
     try:
-        read_until(process, "Ctrl-C or SIGTERM stops.")
-        base = f"http://127.0.0.1:{port}"
-        wait_for_health(base)
-        key = (tmp_path / "development-api-key").read_text().strip()
+        base, key = until_ready(process, tmp_path, port)
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
         funded = client.post("/v1/fundings", json={
             "funding_id": "deposit-1", "wallet": "0x" + "22" * 20, "source": "CASH_ODFI",
@@ -180,10 +185,7 @@ def test_terminals_killed_mid_batch_lose_no_narrative(tmp_path) -> None:
     port = free_port()
     process = start_up(tmp_path, port)
     try:
-        read_until(process, "Ctrl-C or SIGTERM stops.")
-        base = f"http://127.0.0.1:{port}"
-        wait_for_health(base)
-        key = (tmp_path / "development-api-key").read_text().strip()
+        base, key = until_ready(process, tmp_path, port)
         attestor, _ = server.load_attestor(tmp_path)
         source = IntentSource(attestor, users=10)
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},

@@ -65,6 +65,7 @@ class OutboxStep:
         self.source_id = source_id
         self._read = read
         self.name = f"{spec.action}:{source_id}"
+        self._staging_ready = False
 
     def close(self) -> None:
         pass  # the outbox file belongs to the service
@@ -88,8 +89,10 @@ class OutboxStep:
         spec = self.spec
         conn = self.conn
         stage = f"stage_{spec.table}"
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-                     f"SELECT {', '.join(spec.columns)} FROM {spec.table} WITH NO DATA")
+        if not self._staging_ready:  # once per session: it outlives the transaction
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                         f"SELECT {', '.join(spec.columns)} FROM {spec.table} WITH NO DATA")
+            self._staging_ready = True
         with conn.cursor().copy(
                 f"COPY {stage} ({', '.join(spec.columns)}) FROM STDIN") as copy:
             for row in rows:

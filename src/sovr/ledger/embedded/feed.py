@@ -20,8 +20,8 @@ import sqlite3
 from collections.abc import Sequence
 
 from sovr.ledger import validation
-from sovr.ledger.embedded import codec, queries
-from sovr.ledger.embedded.store import chunks
+from sovr.ledger.embedded import queries
+from sovr.ledger.embedded.store import select_accounts, select_transfers
 from sovr.ledger.types import CHANGE_EVENTS_LIMIT_MAX, ChangeEvent, LedgerError
 
 ACCOUNTS_CACHED_MAX = 1_000_000
@@ -48,8 +48,8 @@ class EmbeddedFeed:
         self.db.execute("BEGIN")
         try:
             rows = queries.change_event_rows(self, timestamp_min, timestamp_max, limit)
-            expired = {t[0]: t for t in self._transfers([r.pending_id for r in rows
-                                                          if r.pending_id])}
+            expired = {t[0]: t for t in select_transfers(
+                self.db, [r.pending_id for r in rows if r.pending_id])}
             account_ids = {i for r in rows for i in r.account_ids()}
             account_ids.update(i for t in expired.values() for i in (t[1], t[2]))
             self._load_accounts(account_ids)
@@ -57,25 +57,12 @@ class EmbeddedFeed:
             self.db.execute("COMMIT")
         return [queries.change_event(r, self._accounts, expired) for r in rows]
 
-    def _transfers(self, ids: list[int]) -> list[tuple]:
-        found = []
-        for part in chunks([codec.u128(i) for i in ids]):
-            sql = (f"SELECT {codec.TRANSFER_COLUMNS} FROM transfers "
-                   f"WHERE id IN ({','.join('?' * len(part))})")
-            found.extend(codec.transfer_from_row(r) for r in self.db.execute(sql, part))
-        return found
-
     def _load_accounts(self, ids: set[int]) -> None:
         missing = [i for i in ids if i not in self._accounts]
         if len(self._accounts) + len(missing) > ACCOUNTS_CACHED_MAX:
             self._accounts.clear()
             missing = list(ids)
-        for part in chunks([codec.u128(i) for i in missing]):
-            sql = (f"SELECT {codec.ACCOUNT_COLUMNS} FROM accounts "
-                   f"WHERE id IN ({','.join('?' * len(part))})")
-            for row in self.db.execute(sql, part):
-                account = codec.account_from_row(row)
-                self._accounts[account[0]] = account
+        self._accounts.update((a[0], a) for a in select_accounts(self.db, missing))
         assert ids <= self._accounts.keys(), "every event's accounts are in the same commit"
 
     def close(self) -> None:

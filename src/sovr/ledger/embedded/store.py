@@ -132,6 +132,26 @@ def _placeholders(count: int) -> str:
     return ",".join("?" * count)
 
 
+def select_accounts(db: sqlite3.Connection, ids: Sequence[int]) -> list[list]:
+    """The stored accounts with these ids (state-machine lists), in chunks of host params."""
+    found = []
+    for part in chunks([codec.u128(i) for i in ids]):
+        sql = (f"SELECT {codec.ACCOUNT_COLUMNS} FROM accounts "
+               f"WHERE id IN ({_placeholders(len(part))})")
+        found.extend(codec.account_from_row(r) for r in db.execute(sql, part))
+    return found
+
+
+def select_transfers(db: sqlite3.Connection, ids: Sequence[int]) -> list[tuple]:
+    """The stored transfers with these ids (state-machine tuples), in chunks of host params."""
+    found = []
+    for part in chunks([codec.u128(i) for i in ids]):
+        sql = (f"SELECT {codec.TRANSFER_COLUMNS} FROM transfers "
+               f"WHERE id IN ({_placeholders(len(part))})")
+        found.extend(codec.transfer_from_row(r) for r in db.execute(sql, part))
+    return found
+
+
 class Store:
     """The ledger directory: lock, durable main file, derived index file."""
 
@@ -195,12 +215,7 @@ class Store:
         return self.db.execute(sql, (timestamp,)).fetchone() is not None
 
     def load_accounts(self, ids: Sequence[int]) -> list[list]:
-        found = []
-        for part in chunks([codec.u128(i) for i in ids]):
-            sql = (f"SELECT {codec.ACCOUNT_COLUMNS} FROM accounts "
-                   f"WHERE id IN ({_placeholders(len(part))})")
-            found.extend(codec.account_from_row(r) for r in self.db.execute(sql, part))
-        return found
+        return select_accounts(self.db, ids)
 
     def _max(self, sql: str) -> int:
         row = self.db.execute(sql).fetchone()
@@ -218,12 +233,7 @@ class Store:
         # Time-based ids (tigerbeetle.id(), as TigerBeetle recommends) are all above id_max
         # when new, so the common batch skips the index probes entirely.
         id_max = self.id_max
-        found = []
-        for part in chunks([codec.u128(i) for i in ids if i <= id_max]):
-            sql = (f"SELECT {codec.TRANSFER_COLUMNS} FROM transfers "
-                   f"WHERE id IN ({_placeholders(len(part))})")
-            found.extend(codec.transfer_from_row(r) for r in self.db.execute(sql, part))
-        return found
+        return select_transfers(self.db, [i for i in ids if i <= id_max])
 
     def load_failed_ids(self, ids: Sequence[int]) -> set[int]:
         if not self.failed_count:
