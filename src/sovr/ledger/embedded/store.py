@@ -133,22 +133,21 @@ def _placeholders(count: int) -> str:
 
 
 def select_accounts(db: sqlite3.Connection, ids: Sequence[int]) -> list[list]:
-    """The stored accounts with these ids (state-machine lists), in chunks of host params."""
-    found = []
-    for part in chunks([codec.u128(i) for i in ids]):
-        sql = (f"SELECT {codec.ACCOUNT_COLUMNS} FROM accounts "
-               f"WHERE id IN ({_placeholders(len(part))})")
-        found.extend(codec.account_from_row(r) for r in db.execute(sql, part))
-    return found
+    """The stored accounts with these ids (state-machine lists)."""
+    return _select_by_id(db, "accounts", codec.ACCOUNT_COLUMNS, codec.account_from_row, ids)
 
 
 def select_transfers(db: sqlite3.Connection, ids: Sequence[int]) -> list[tuple]:
-    """The stored transfers with these ids (state-machine tuples), in chunks of host params."""
+    """The stored transfers with these ids (state-machine tuples)."""
+    return _select_by_id(db, "transfers", codec.TRANSFER_COLUMNS, codec.transfer_from_row, ids)
+
+
+def _select_by_id(db: sqlite3.Connection, table: str, columns: str, decode,
+                  ids: Sequence[int]) -> list:
     found = []
-    for part in chunks([codec.u128(i) for i in ids]):
-        sql = (f"SELECT {codec.TRANSFER_COLUMNS} FROM transfers "
-               f"WHERE id IN ({_placeholders(len(part))})")
-        found.extend(codec.transfer_from_row(r) for r in db.execute(sql, part))
+    for part in chunks([codec.u128(i) for i in ids]):  # SQLite's host-parameter limit
+        sql = f"SELECT {columns} FROM {table} WHERE id IN ({_placeholders(len(part))})"
+        found.extend(decode(r) for r in db.execute(sql, part))
     return found
 
 
