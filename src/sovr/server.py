@@ -9,6 +9,7 @@
 | `SOVR_DATA_DIR`                   | `./data`                       | all local state             |
 | `SOVR_HOST` / `SOVR_PORT`         | `127.0.0.1` / `8080`           | where HTTP listens          |
 | `SOVR_WORKERS`                    | the number of CPUs             | terminal processes          |
+| `SOVR_SIGNATURE_PROCESSES`        | 1                              | per worker, for big batches |
 | `SOVR_LEDGER_URL`                 | from the variables below       | the ledger the terminal uses|
 | `SOVR_TERMINAL_ID`                | the host name                  | names this terminal in logs |
 | `SOVR_ATTESTATION_MAX_AGE_SECONDS`| 3600                           | seed 003's `max_age_seconds`|
@@ -24,7 +25,9 @@ workers over a Unix socket (`sovr.ledger.local_server`); on a TigerBeetle cluste
 worker is a client of the cluster. Workers are stateless: every write they make is an
 idempotent ledger request, and their shared files (API keys, the rejection log) are SQLite
 in WAL mode, safe for several processes. With `SOVR_WORKERS=1` everything runs in one
-process.
+process. Each worker also has `SOVR_SIGNATURE_PROCESSES` processes that recover the
+signatures of large batches (`sovr.attestor.recovery`), so one client's batches can use a
+second core.
 
 With no attestor key configured, a development key is generated once into
 `<data dir>/attestor/development-key` (mode 0600) and announced as such: fine on a laptop,
@@ -57,6 +60,7 @@ from sovr.attestor import (
 )
 from sovr.attestor.http import attestor_router
 from sovr.attestor.keys import ENV_ALLOWED_SIGNERS, ENV_KEYSTORE_FILE, ENV_PRIVATE_KEY
+from sovr.attestor.recovery import SignerRecovery
 from sovr.gateway.http import Gateway
 from sovr.gateway.keys import KeyStore, Scope
 from sovr.gateway.logs import configure_logging
@@ -90,6 +94,8 @@ class Settings:
     max_future_skew_seconds: int = DEFAULT_MAX_FUTURE_SKEW_SECONDS
 
     workers: int = 1
+    # Per terminal process: processes recovering large batches' signatures (0: inline).
+    signature_processes: int = 0
     mirror_database_url: str | None = None  # None: the embedded PostgreSQL in data_dir
     mirror: bool = True  # `sovr up` runs the mirror's sync worker
 
@@ -100,6 +106,7 @@ class Settings:
             data_dir=Path(env.get("SOVR_DATA_DIR") or "data").absolute(),
             ledger_url=env.get("SOVR_LEDGER_URL") or sovr.ledger.default_url(),
             workers=max(1, int(env.get("SOVR_WORKERS") or os.cpu_count() or 1)),
+            signature_processes=max(0, int(env.get("SOVR_SIGNATURE_PROCESSES") or 1)),
             host=env.get("SOVR_HOST") or "127.0.0.1",
             port=int(env.get("SOVR_PORT") or 8080),
             terminal_id=env.get("SOVR_TERMINAL_ID") or socket.gethostname(),
@@ -165,7 +172,8 @@ class Network:
         policy = AttestationPolicy(signers, settings.max_age_seconds,
                                    settings.max_future_skew_seconds)
         self.terminal = Terminal(ledger, policy=policy, rejection_log=self.rejection_log,
-                                 narrative_log=self.narrative_log)
+                                 narrative_log=self.narrative_log,
+                                 signer_recovery=_signer_recovery(settings))
         self.gateway = Gateway(self.keys)
         self.app = build_app(self)
 
@@ -188,6 +196,14 @@ class Network:
         self.keys.close()
         if ledger:
             self.ledger.close()
+
+
+def _signer_recovery(settings: Settings) -> SignerRecovery | None:
+    if not settings.signature_processes:
+        return None
+    recovery = SignerRecovery(settings.signature_processes)
+    recovery.warm_up()
+    return recovery
 
 
 def build_app(network: Network):

@@ -24,9 +24,11 @@ from sovr.attestor import (
     Attestor,
     CheckoutIntent,
     InMemoryReplayGuard,
+    Recovery,
     verify,
 )
 from sovr.attestor.keys import SECP256K1_ORDER
+from sovr.attestor.recovery import SignerRecovery
 
 
 def check(
@@ -384,3 +386,42 @@ def test_configuration_errors(attestor: Attestor, intent: CheckoutIntent) -> Non
         check(intent.to_message(), a, [attestor.address])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="intent must be a CheckoutIntent"):
         attestor.sign(intent.to_message())  # type: ignore[arg-type]
+
+
+def test_signers_recovered_in_another_process_decide_as_inline(
+    attestor: Attestor, intent: CheckoutIntent
+) -> None:
+    """`SignerRecovery` answers what inline recovery would: the attestor, another key, or no
+    key; `verify` given those answers refuses or accepts exactly as it does inline."""
+    other = Attestor("0x" + "42" * 32)
+    no_key = (5).to_bytes(32, "big") + (1).to_bytes(32, "big") + b"\x1b"
+    attestations = [
+        attestor.sign(intent),
+        other.sign(intent),
+        Attestation(attestor.address, no_key, intent),
+    ]
+    recovery = SignerRecovery()
+    try:
+        signers = recovery.submit([(a.intent.digest(), a.signature) for a in attestations]
+                                  ).result(timeout=60)
+    finally:
+        recovery.close()
+    assert signers == [attestor.address, other.address, None]
+    outcomes = []
+    for attestation, signer in zip(attestations, signers, strict=True):
+        recovered = Recovery(attestation, attestation.intent.digest(), signer)
+        inline = _outcome(intent, attestation, attestor)
+        offloaded = _outcome(intent, attestation, attestor, recovered)
+        assert offloaded == inline
+        outcomes.append(offloaded)
+    assert outcomes == ["verified", "attestation_signer_not_allowed", "attestation_malformed"]
+
+
+def _outcome(intent, attestation, attestor, recovery=None) -> str:
+    try:
+        verify(intent, attestation, allowed_signers=[attestor.address],
+               now_seconds=NOW_SECONDS, replay_guard=REPLAY_CHECKED_BY_LEDGER,
+               recovery=recovery)
+    except AttestationError as e:
+        return e.code
+    return "verified"

@@ -212,9 +212,11 @@ class LiveTerminal:
         self.served.stop()
 
 
-def open_network(data_dir: Path, ledger: sovr.ledger.Ledger, attestor: Attestor) -> Network:
+def open_network(data_dir: Path, ledger: sovr.ledger.Ledger, attestor: Attestor,
+                 signature_processes: int = 0) -> Network:
     """A Network whose only allowed signer is `attestor`; closes `ledger` if it fails."""
-    settings = Settings(data_dir=data_dir, ledger_url="(given)")
+    settings = Settings(data_dir=data_dir, ledger_url="(given)",
+                        signature_processes=signature_processes)
     try:
         return Network(settings, ledger, attestor, frozenset({attestor.address}))
     except BaseException:
@@ -223,9 +225,9 @@ def open_network(data_dir: Path, ledger: sovr.ledger.Ledger, attestor: Attestor)
 
 
 def start_terminal(backend: str, data_dir: Path, ledger: sovr.ledger.Ledger,
-                   ledger_url: str | None = None) -> LiveTerminal:
+                   ledger_url: str | None = None, signature_processes: int = 0) -> LiveTerminal:
     attestor = new_attestor()
-    network = open_network(data_dir, ledger, attestor)
+    network = open_network(data_dir, ledger, attestor, signature_processes)
     try:
         served = Served.start(network)
     except BaseException:

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from terminal_support import LiveTerminal, fund, new_attestor, new_id, new_wallet
+from terminal_support import (
+    LiveTerminal,
+    fund,
+    new_attestor,
+    new_id,
+    new_wallet,
+    start_terminal,
+)
 
+import sovr.ledger
 from sovr.clearing.limits import Limits
 from sovr.gateway.keys import Scope
 
@@ -548,6 +556,51 @@ def test_a_full_batch_of_8189_clears(terminal: LiveTerminal) -> None:
     assert [r["intent_id"] for r in out["results"]] == [i["intent_id"] for i in intents]
     for index, wallet in enumerate(wallets):
         assert t.available(wallet) == 1_000 - len(range(index, 8189, 50))
+
+
+@pytest.fixture
+def recovering_terminal(tmp_path) -> Iterator[LiveTerminal]:
+    """The embedded backend with a signature-recovery process, as `sovr up` runs it."""
+    url = "embedded://" + str(tmp_path / "ledger")
+    live = start_terminal("embedded", tmp_path / "data", sovr.ledger.connect(url), url,
+                          signature_processes=1)
+    try:
+        yield live
+    finally:
+        live.close()
+
+
+def test_a_batch_recovered_in_another_process_keeps_every_outcome(
+        recovering_terminal: LiveTerminal) -> None:
+    """A batch of three chunks has its signatures recovered by the recovery process, and
+    every refusal and duplicate still lands on its own item, in order."""
+    t = recovering_terminal
+    wallet = t.funded_wallet(FUNDED)
+    refused = {1: "missing", 300: "malformed", 513: "other_signer", 700: "mismatch_amount",
+               1025: "mismatch_wallet", 1100: "expired", 1199: "from_future"}
+    intents = [REJECTIONS[refused[i]][0](t, wallet) if i in refused else t.intent(wallet, 1)
+               for i in range(1200)]
+    intents[900] = intents[10]  # the same intent again, two chunks later
+    intents[1050] = {**t.intent(wallet, 1), "amount_cents": 0}
+    submitted = []
+    recovery = t.network.terminal.signer_recovery
+    original_submit = recovery.submit
+    recovery.submit = lambda pairs: submitted.append(len(pairs)) or original_submit(pairs)
+
+    response = t.studio.post("/v1/intents/batch", json={"intents": intents})
+    assert response.status_code == 200, response.text[:500]
+    results = response.json()["results"]
+    assert [r["intent_id"] for r in results] == [i["intent_id"] for i in intents]
+    expected = {i: ("rejected", REJECTIONS[case][1]) for i, case in refused.items()}
+    expected[1050] = ("invalid", "invalid_request")
+    got = {i: (r["status"], r.get("code")) for i, r in enumerate(results)
+           if r["status"] != "cleared"}
+    assert got == expected
+    assert results[900]["duplicate"] and not results[10]["duplicate"]
+    assert sum(submitted) == 1200 - 3  # all but missing, malformed and the invalid one
+    assert len(submitted) == 3
+    cleared = sum(r["status"] == "cleared" for r in results) - 1  # one is the duplicate
+    assert t.available(wallet) == FUNDED - cleared
 
 
 # Limits under concurrency -----------------------------------------------------------------

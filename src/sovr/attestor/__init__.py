@@ -33,6 +33,7 @@ from sovr.attestor.attestation import (
     DEFAULT_MAX_FUTURE_SKEW_SECONDS,
     Attestation,
     Attestor,
+    Recovery,
     VerifiedAttestation,
     verify,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "AttestationReplayed",
     "AttestationSignerNotAllowed",
     "Attestor",
+    "Recovery",
     "AttestorKeyError",
     "CheckoutIntent",
     "InMemoryReplayGuard",

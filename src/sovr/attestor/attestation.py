@@ -144,6 +144,17 @@ class Attestation:
 
 
 @dataclass(frozen=True, slots=True)
+class Recovery:
+    """`attestation`'s digest and the signer its signature recovers to (None: no key),
+    worked out ahead of `verify`: a terminal recovers a batch's signatures in another
+    process (`sovr.attestor.recovery`) while it checks the rest."""
+
+    attestation: Attestation
+    digest: bytes
+    signer: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedAttestation:
     """An attestation that passed every check, for the terminal to clear.
 
@@ -213,6 +224,7 @@ def verify(
     replay_guard: ReplayGuard,
     max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS,
     max_future_skew_seconds: int = DEFAULT_MAX_FUTURE_SKEW_SECONDS,
+    recovery: Recovery | None = None,
 ) -> VerifiedAttestation:
     """Check that `attestation` vouches for exactly `intent`, now; see the module docstring.
 
@@ -221,7 +233,9 @@ def verify(
     `now_seconds` is the verifier's clock in Unix seconds (`time.time()`), passed in so the
     decision is reproducible. `replay_guard` has no default on purpose: pass an
     `InMemoryReplayGuard` or, when the ledger write carries the digest,
-    `REPLAY_CHECKED_BY_LEDGER`.
+    `REPLAY_CHECKED_BY_LEDGER`. `recovery`, if given, is `attestation`'s signature already
+    recovered, maybe in another process: it is trusted, so build it only from
+    `signer_of`'s answer for this very attestation's digest and signature.
     """
     if not isinstance(intent, CheckoutIntent):
         raise TypeError(f"intent must be a CheckoutIntent, got {type(intent).__name__}")
@@ -231,8 +245,13 @@ def verify(
     parsed = attestation if isinstance(attestation, Attestation) else Attestation.from_dict(
         attestation
     )
-    digest = parsed.intent.digest()
-    recovered = _recover(digest, parsed.signature)
+    if recovery is None:
+        digest = parsed.intent.digest()
+        recovered = _recover(digest, parsed.signature)
+    else:
+        assert recovery.attestation is parsed, "a recovery is for the attestation it was made of"
+        digest = recovery.digest
+        recovered = _recovered_or_refuse(recovery.signer)
     if recovered.lower() not in allowed:
         detail = (
             f"; the attestation names {parsed.signer}, so the signed data or the signature "
@@ -333,22 +352,32 @@ def _check_signature(signature: object) -> None:
         )
 
 
-def _recover(digest: bytes, signature: bytes) -> str:
-    """The EIP-55 address whose key made `signature` over `digest`.
+def signer_of(digest: bytes, signature: bytes) -> str | None:
+    """The EIP-55 address whose key made `signature` over `digest`; None if it recovers to
+    no key.
 
     libsecp256k1 through coincurve directly: `Account.recover_message` adds ~100 µs of
-    re-encoding around the same call. `signature` has passed `_check_signature`.
+    re-encoding around the same call. `signature` has passed `_check_signature`. Plain
+    bytes in, a string out: it also runs in a `sovr.attestor.recovery` process.
     """
     try:
         public_key = PublicKey.from_signature_and_message(
             signature[:64] + bytes([signature[64] - 27]), digest, hasher=None
         )
-    except Exception as e:  # coincurve raises ValueError / Exception for no valid point
-        raise AttestationMalformed(
-            f"signature: recovers to no public key ({type(e).__name__})", field="signature"
-        ) from None
+    except Exception:  # coincurve raises ValueError / Exception for no valid point
+        return None
     address = keccak(public_key.format(compressed=False)[1:])[-20:]
     return checksum_address("0x" + address.hex())
+
+
+def _recover(digest: bytes, signature: bytes) -> str:
+    return _recovered_or_refuse(signer_of(digest, signature))
+
+
+def _recovered_or_refuse(signer: str | None) -> str:
+    if signer is None:
+        raise AttestationMalformed("signature: recovers to no public key", field="signature")
+    return signer
 
 
 def _allowed_set(allowed_signers: Iterable[str]) -> frozenset[str]:

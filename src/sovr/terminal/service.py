@@ -47,8 +47,10 @@ from sovr.attestor import (
     AttestationError,
     CheckoutIntent,
     IntentInvalid,
+    Recovery,
     verify,
 )
+from sovr.attestor.recovery import SignerRecovery
 from sovr.clearing import chart, ids
 from sovr.clearing.clear import (
     TOMBSTONED,
@@ -79,6 +81,10 @@ TS = tb.CreateTransferStatus
 TF = tb.TransferFlags
 HISTORY_LIMIT_MAX = 8189
 ADMIT_CHUNK = 512
+# A request of one chunk recovers its signatures inline: many small requests spread over
+# the workers by themselves, and the round trip to the recovery process costs CPU that a
+# saturated machine lacks. Only batches of several chunks keep one worker busy for long.
+RECOVERY_OFFLOAD_MIN = ADMIT_CHUNK + 1
 LINGER_SECONDS = float(os.environ.get("SOVR_LINGER_SECONDS", "0.002"))
 MESSAGES = {
     RejectReason.SINGLE_TRANSFER_LIMIT_EXCEEDED: "the amount is above the single-transfer limit",
@@ -124,6 +130,10 @@ class _Work:
     signer: str | None = None
     attestation: Attestation | None = None
     needs_tombstone: bool = False
+    intent: CheckoutIntent | None = None  # the terminal's own view, from the request
+    user: UserKey | None = None
+    timeout_seconds: int = 0
+    parsed: Attestation | None = None  # parsed, not yet verified
     answer_from_ledger: bool = False  # it had cleared before: answer its current state
     previously_rejected: bool = False  # leg 0's id had failed before this request
 
@@ -132,8 +142,10 @@ class Terminal:
     def __init__(
         self, ledger: Ledger, *, policy: AttestationPolicy, rejection_log: RejectionLog,
         narrative_log: NarrativeLog, limits: Limits = DEFAULT_LIMITS, clock=time.time,
+        signer_recovery: SignerRecovery | None = None,
     ) -> None:
         self.ledger = ledger
+        self.signer_recovery = signer_recovery
         self.policy = policy
         self.rejection_log = rejection_log
         self.narrative_log = narrative_log
@@ -145,6 +157,8 @@ class Terminal:
         self.narratives = Coalescer("narratives", narrative_log.record_many, max_weight=8189)
 
     def close(self) -> None:
+        if self.signer_recovery is not None:
+            self.signer_recovery.close()
         self.transfers.close()
         self.rejections.close()
         self.narratives.close()
@@ -169,8 +183,11 @@ class Terminal:
         at = datetime.fromtimestamp(now_seconds, UTC)
         works: list[_Work | IntentOutcome] = []
         in_flight = []
-        # Chunks: the ledger clears chunk k while this process admits chunk k + 1, and other
-        # requests get the event loop between chunks.
+        offload = self.signer_recovery is not None and len(items) >= RECOVERY_OFFLOAD_MIN
+        recovering = None  # the last chunk, its signatures being recovered in another process
+        # Chunks: the ledger clears chunk k while this process admits chunk k + 1 (and, when
+        # offloading, the recovery process recovers chunk k + 2), and other requests get the
+        # event loop between chunks.
         for start in range(0, len(items), ADMIT_CHUNK):
             chunk = []
             for index in range(start, min(start + ADMIT_CHUNK, len(items))):
@@ -179,11 +196,22 @@ class Terminal:
                     works.append(item)
                     continue
                 timeout = timeout_seconds[index] if timeout_seconds else 0
-                chunk.append(self._admit(caller, item, now_seconds, at, timeout))
+                if offload:
+                    chunk.append(self._parse(caller, item, timeout))
+                else:
+                    chunk.append(self._admit(caller, item, now_seconds, at, timeout))
                 works.append(chunk[-1])
-            in_flight.append(await self._start_plans(chunk))
+            if offload:
+                started, recovering = recovering, (chunk, *self._recover_signers(chunk))
+                if started is not None:
+                    in_flight.append(await self._check_recovered(caller, now_seconds, at,
+                                                                 *started))
+            else:
+                in_flight.append(await self._start_plans(chunk))
             if start + ADMIT_CHUNK < len(items):
                 await asyncio.sleep(0)
+        if recovering is not None:
+            in_flight.append(await self._check_recovered(caller, now_seconds, at, *recovering))
         for planned, future in in_flight:
             await self._read_plans(planned, future)
         live = [w for w in works if isinstance(w, _Work)]
@@ -193,42 +221,76 @@ class Terminal:
     def _admit(
         self, caller: str, item: IntentIn, now_seconds: float, at: datetime, timeout: int
     ) -> _Work:
-        work = _Work(item)
+        work = self._parse(caller, item, timeout)
+        if work.parsed is not None:
+            self._check(work, caller, now_seconds, at)
+        return work
+
+    def _parse(self, caller: str, item: IntentIn, timeout: int) -> _Work:
+        """The intent's fields and its attestation's form: the part needing no signature
+        recovery. `work.parsed` is set if the attestation still has to be verified."""
+        work = _Work(item, timeout_seconds=timeout)
         attestation, attestation_error = _parse_attestation(item.attestation)
         timestamp = attestation.intent.timestamp_seconds if attestation else 1
         try:
-            intent = CheckoutIntent(item.intent_id, item.wallet, item.amount_cents, item.purpose,
-                                    timestamp, item.reference)
-            user = UserKey.resolve(item.user_id, item.wallet)
+            work.intent = CheckoutIntent(item.intent_id, item.wallet, item.amount_cents,
+                                         item.purpose, timestamp, item.reference)
+            work.user = UserKey.resolve(item.user_id, item.wallet)
         except (IntentInvalid, ObligationError) as e:
             work.outcome = invalid(item.intent_id, e.field, f"{e.field}: {e.rule}")
             return work
         if attestation_error is not None:
             return _refuse_early(work, caller, _attestation_refusal(attestation_error))
+        work.parsed = attestation
+        return work
+
+    def _check(self, work: _Work, caller: str, now_seconds: float, at: datetime,
+               recovery: Recovery | None = None) -> None:
+        """Verify the parsed attestation, then plan the obligation's chain."""
+        item, attestation = work.item, work.parsed
         try:
             verified = verify(
-                intent, attestation, allowed_signers=self.policy.allowed_signers,
+                work.intent, attestation, allowed_signers=self.policy.allowed_signers,
                 now_seconds=now_seconds, replay_guard=REPLAY_CHECKED_BY_LEDGER,
                 max_age_seconds=self.policy.max_age_seconds,
-                max_future_skew_seconds=self.policy.max_future_skew_seconds)
+                max_future_skew_seconds=self.policy.max_future_skew_seconds,
+                recovery=recovery)
         except AttestationError as e:
-            work.signer = attestation.signer if attestation else None
-            return _refuse_early(work, caller, _attestation_refusal(e))
+            work.signer = attestation.signer
+            _refuse_early(work, caller, _attestation_refusal(e))
+            return
         work.digest, work.signer, work.attestation = verified.digest, verified.signer, attestation
         sku, purpose_account = PURPOSES[item.purpose]
         try:
-            obligation = Obligation(caller, item.intent_id, user, item.amount_cents,
-                                    purpose_account, sku, at, item.reference, timeout,
-                                    verified.digest)
+            obligation = Obligation(caller, item.intent_id, work.user, item.amount_cents,
+                                    purpose_account, sku, at, item.reference,
+                                    work.timeout_seconds, verified.digest)
         except ObligationError as e:
             work.outcome = invalid(item.intent_id, e.field, f"{e.field}: {e.rule}")
-            return work
+            return
         work.obligation_id = obligation.obligation_id
         planned = self.clearer.plan(obligation)
         if isinstance(planned, Rejected):
-            return _refuse(work, _Refusal(planned.reason.value, _message(planned)))
+            _refuse(work, _Refusal(planned.reason.value, _message(planned)))
+            return
         work.plan = planned
-        return work
+
+    def _recover_signers(self, chunk: list[_Work]) -> tuple[list[bytes], Future]:
+        """Send the parsed attestations' signatures to the recovery process."""
+        digests = [w.parsed.intent.digest() for w in chunk if w.parsed is not None]
+        signatures = [w.parsed.signature for w in chunk if w.parsed is not None]
+        return digests, self.signer_recovery.submit(list(zip(digests, signatures,
+                                                             strict=True)))
+
+    async def _check_recovered(
+        self, caller: str, now_seconds: float, at: datetime, chunk: list[_Work],
+        digests: list[bytes], recovered: Future,
+    ) -> tuple[list[_Work], Future | None]:
+        signers = await asyncio.wrap_future(recovered)
+        to_verify = [w for w in chunk if w.parsed is not None]
+        for work, digest, signer in zip(to_verify, digests, signers, strict=True):
+            self._check(work, caller, now_seconds, at, Recovery(work.parsed, digest, signer))
+        return await self._start_plans(chunk)
 
     async def _start_plans(self, works: list[_Work]) -> tuple[list[_Work], Future | None]:
         """Prepare the accounts these plans need and queue their chains for the ledger."""
