@@ -275,20 +275,19 @@ class Terminal:
             return
         work.plan = planned
 
-    def _recover_signers(self, chunk: list[_Work]) -> tuple[list[bytes], Future]:
-        """Send the parsed attestations' signatures to the recovery process."""
-        digests = [w.parsed.intent.digest() for w in chunk if w.parsed is not None]
-        signatures = [w.parsed.signature for w in chunk if w.parsed is not None]
-        return digests, self.signer_recovery.submit(list(zip(digests, signatures,
-                                                             strict=True)))
+    def _recover_signers(self, chunk: list[_Work]) -> tuple[list[tuple[bytes, bytes]], Future]:
+        """Send the parsed attestations' (digest, signature) pairs to the recovery process."""
+        pairs = [(w.parsed.intent.digest(), w.parsed.signature)
+                 for w in chunk if w.parsed is not None]
+        return pairs, self.signer_recovery.submit(pairs)
 
     async def _check_recovered(
         self, caller: str, now_seconds: float, at: datetime, chunk: list[_Work],
-        digests: list[bytes], recovered: Future,
+        pairs: list[tuple[bytes, bytes]], recovered: Future,
     ) -> tuple[list[_Work], Future | None]:
-        signers = await asyncio.wrap_future(recovered)
+        signers = await self.signer_recovery.recover(recovered, pairs)
         to_verify = [w for w in chunk if w.parsed is not None]
-        for work, digest, signer in zip(to_verify, digests, signers, strict=True):
+        for work, (digest, _), signer in zip(to_verify, pairs, signers, strict=True):
             self._check(work, caller, now_seconds, at, Recovery(work.parsed, digest, signer))
         return await self._start_plans(chunk)
 
