@@ -11,6 +11,7 @@ import tigerbeetle as tb
 
 import sovr.ledger
 from sovr.ledger.embedded.feed import EmbeddedFeed
+from sovr.ledger.types import CHANGE_EVENT_FIELDS, change_event_of_tuple
 
 TF = tb.TransferFlags
 
@@ -24,12 +25,20 @@ def engine(tmp_path):
         yield ledger
 
 
-def _all_events(source) -> list:
+def _all_events(source, limit: int = 100) -> list:
     events, after = [], 0
-    while page := source.get_change_events(timestamp_min=after + 1, limit=100):
+    while page := source.get_change_events(timestamp_min=after + 1, limit=limit):
         events += page
         after = page[-1].timestamp
     return events
+
+
+def _all_tuples(feed: EmbeddedFeed, limit: int) -> list[tuple]:
+    tuples, after = [], 0
+    while page := feed.get_change_event_tuples(timestamp_min=after + 1, limit=limit):
+        tuples += page
+        after = page[-1][CHANGE_EVENT_FIELDS.index("timestamp")]
+    return tuples
 
 
 def _transfer(debit: int, credit: int, amount: int, **fields) -> tb.Transfer:
@@ -79,3 +88,37 @@ def test_reading_while_the_engine_writes_misses_nothing(engine, tmp_path):
     writer.join()
     assert seen == _all_events(engine)
     assert len(seen) == 4000
+
+
+def test_change_event_tuples_are_the_change_events(engine, tmp_path):
+    """Every kind of event, values past 64 bits in every u128 and u64 field (stored as BLOBs
+    and negative integers), balances past 64 bits (the wide event BLOB), and page sizes that
+    cut between a transfer and an expiry."""
+    big = (1 << 127) + 3
+    engine.create_accounts([
+        tb.Account(id=big, ledger=1, code=2, user_data_128=big, user_data_64=(1 << 64) - 1,
+                   user_data_32=9, flags=tb.AccountFlags.HISTORY)])
+    pending = _transfer(1, big, 30, flags=TF.PENDING, timeout=1)
+    engine.create_transfers([
+        _transfer(2, 1, 5, user_data_64=(1 << 63) + 1),  # only this past i64
+        _transfer(big, 2, 1 << 100, user_data_128=big, user_data_32=3),
+        tb.Transfer(id=12, debit_account_id=2, credit_account_id=3, amount=4, ledger=1,
+                    code=7, flags=TF.LINKED),
+        pending,
+    ])
+    time.sleep(1.1)
+    engine.create_transfers([_transfer(1, 3, 1), _transfer(3, 1, 2)])
+    expected = _all_events(engine)
+    assert [e.type.name for e in expected].count("TWO_PHASE_EXPIRED") == 1
+    with EmbeddedFeed(str(tmp_path / "ledger")) as feed:
+        for limit in (1, 2, 3, 5, 100):
+            tuples = _all_tuples(feed, limit)
+            assert [change_event_of_tuple(t) for t in tuples] == expected
+            assert {type(v) for t in tuples for v in t} == {int}  # plain: no enums
+        with pytest.raises(tb.TooMuchDataError):
+            feed.get_change_event_tuples(limit=10**6)
+        assert feed.get_change_event_tuples(limit=0) == []
+        last = expected[-1].timestamp
+        assert feed.get_change_event_tuples(timestamp_min=last + 1) == []
+        (only,) = feed.get_change_event_tuples(timestamp_min=last, timestamp_max=last)
+        assert change_event_of_tuple(only) == expected[-1]

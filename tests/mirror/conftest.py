@@ -58,6 +58,12 @@ def mirror_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def other_mirror_url(server_url: str) -> Iterator[str]:
+    """A second fresh, migrated mirror database, for comparing two mirrors."""
+    yield from _database(server_url, "t_", f'TEMPLATE "{TEMPLATE}"')
+
+
+@pytest.fixture
 def empty_database_url(server_url: str) -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
     yield from _database(server_url, "e_", "")

@@ -2,8 +2,10 @@
 
 1. **Throughput**: a fresh embedded ledger holds `transfers` transfers, cleared as the
    terminal clears them (obligation legs with their limit charges, deposits); a fresh
-   embedded PostgreSQL mirrors them from checkpoint 0, timed until caught up. Repeated
-   `runs` times, each into an empty database; prints transfers mirrored per second.
+   embedded PostgreSQL mirrors them from checkpoint 0, timed until caught up, reading the
+   change feed from the ledger's files as `sovr up`'s mirror process does (`EmbeddedFeed`,
+   while the engine holds the directory). Repeated `runs` times, each into an empty
+   database; prints transfers mirrored per second.
 2. **Lag under load**: `sovr up` (embedded ledger, terminal workers, mirror worker) takes
    signed intents at `rate` per second (open loop, batches of `batch_size` every
    `batch_size / rate` s) for `seconds`. Every 10 ms the bench reads the mirror's checkpoint;
@@ -33,6 +35,7 @@ from sovr.attestor import Attestor
 from sovr.bench.terminal import IntentSource, local_terminal, set_up
 from sovr.clearing import chart
 from sovr.clearing.codes import LedgerId, TransferCode
+from sovr.ledger.embedded.feed import EmbeddedFeed
 from sovr.mirror import schema
 from sovr.mirror.feed import FEED_CHECKPOINT, FeedSync
 from sovr.mirror.postgres import DATABASE_NAME, EmbeddedPostgres, ensure_database
@@ -87,14 +90,16 @@ def mirror_throughput(transfers: int, runs: int, report) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="sovr-bench-mirror-") as directory:
         ledger = sovr.ledger.connect(f"embedded://{directory}/ledger")
         server = EmbeddedPostgres(Path(directory) / "postgres")
+        from_disk = None
         try:
             chart.ensure_chart(ledger)
             total = fill_ledger(ledger, transfers)
+            from_disk = EmbeddedFeed(f"{directory}/ledger")
             server_url = server.start()
             for run in range(runs):
                 url = _fresh_database(server_url, f"bench_{run}")
                 with psycopg.connect(url) as conn:
-                    feed = FeedSync(ledger, conn, prefetch=True)
+                    feed = FeedSync(from_disk, conn, prefetch=True)
                     started = time.perf_counter()
                     mirrored = 0
                     deadline = time.monotonic() + 600
@@ -107,6 +112,8 @@ def mirror_throughput(transfers: int, runs: int, report) -> list[float]:
                 report(run, mirrored, seconds)
         finally:
             server.stop()
+            if from_disk is not None:
+                from_disk.close()
             ledger.close()
     return figures
 

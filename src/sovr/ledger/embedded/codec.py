@@ -65,6 +65,15 @@ def event_from_blob(blob: bytes) -> tuple[tuple, tuple]:
     return (v[0], v[1], v[2], v[3], dr_flags), (v[4], v[5], v[6], v[7], cr_flags)
 
 
+
+def event_values(blob: bytes) -> tuple:
+    """`event_from_blob` flat: the debit account's four balances, the credit account's
+    four, the debit account's flags, the credit account's flags (the BLOB's own order)."""
+    if len(blob) == _NARROW_EVENT.size:
+        return _NARROW_EVENT.unpack(blob)
+    return (*(int.from_bytes(blob[i : i + 16], "big") for i in range(0, 128, 16)),
+            *_FLAGS.unpack_from(blob, 128))
+
 def event_balances_blob(b: tuple) -> bytes:
     """Balances (debits_pending, debits_posted, credits_pending, credits_posted) as a BLOB."""
     try:

@@ -10,7 +10,10 @@ read-only connection (WAL mode lets it read while the engine writes), each call 
 read transaction, so it sees one commit's state, never half of two.
 
 `EmbeddedFeed(directory)` has `get_change_events` with the engine's exact results (tested
-against it) and `close`; nothing else, and it never writes.
+against it), the same events as plain tuples (`get_change_event_tuples`, see
+`sovr.ledger.types.CHANGE_EVENT_FIELDS`: the mirror turns every event into text anyway, and
+building a `ChangeEvent` was most of what a read cost) and `close`; nothing else, and it
+never writes.
 """
 
 from __future__ import annotations
@@ -56,6 +59,24 @@ class EmbeddedFeed:
         finally:
             self.db.execute("COMMIT")
         return [queries.change_event(r, self._accounts, expired) for r in rows]
+
+    def get_change_event_tuples(self, timestamp_min: int = 0, timestamp_max: int = 0,
+                                limit: int = CHANGE_EVENTS_LIMIT_MAX) -> list[tuple]:
+        """`get_change_events`' events as tuples of `ChangeEvent`'s fields, in field order,
+        with the type and flags as plain ints."""
+        validation.check_change_events_filter(timestamp_min, timestamp_max, limit)
+        if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
+            return []
+        self.db.execute("BEGIN")
+        try:
+            source = queries.change_event_source(self, timestamp_min, timestamp_max, limit)
+            expired = {t[0]: t for t in select_transfers(self.db, source.pending_ids())}
+            account_ids = source.account_ids()
+            account_ids.update(i for t in expired.values() for i in (t[1], t[2]))
+            self._load_accounts(account_ids)
+        finally:
+            self.db.execute("COMMIT")
+        return queries.change_event_tuples(source, self._accounts, expired)
 
     def _load_accounts(self, ids: set[int]) -> None:
         missing = [i for i in ids if i not in self._accounts]

@@ -272,3 +272,93 @@ def change_event(
 
 _transfer_flags = functools.lru_cache(maxsize=1024)(tb.TransferFlags)
 _account_flags = functools.lru_cache(maxsize=1024)(tb.AccountFlags)
+
+
+# -- change events as plain tuples (`types.CHANGE_EVENT_FIELDS`) -------------------------
+
+_CHANGE_EVENT_TYPE_SQL = (
+    f"CASE WHEN flags & {T_PENDING} THEN {int(ChangeEventType.TWO_PHASE_PENDING)} "
+    f"WHEN flags & {T_POST} THEN {int(ChangeEventType.TWO_PHASE_POSTED)} "
+    f"WHEN flags & {T_VOID} THEN {int(ChangeEventType.TWO_PHASE_VOIDED)} "
+    f"ELSE {int(ChangeEventType.SINGLE_PHASE)} END"
+)
+# True when the row's columns but `id` are the values themselves (no u128 BLOB, no u64
+# past i64): nearly always, and then only the id needs decoding (ids are mostly `tb.id()`s,
+# past 64 bits, so stored as BLOBs).
+_PLAIN_SQL = " AND ".join(
+    [f"typeof({c}) = 'integer'" for c in codec.TRANSFER_COLUMNS.split(", ")[1:6]]
+    + ["user_data_64 >= 0"])
+_TRANSFER_EVENTS_SQL = (
+    f"SELECT {codec.TRANSFER_COLUMNS}, event, {_CHANGE_EVENT_TYPE_SQL}, {_PLAIN_SQL} "
+    "FROM transfers WHERE timestamp BETWEEN ? AND ? ORDER BY timestamp LIMIT ?"
+)
+_EXPIRED = int(ChangeEventType.TWO_PHASE_EXPIRED)
+
+
+@dataclass(slots=True)
+class ChangeEventSource:
+    """What a page of change events is built from: `transfers` rows (TRANSFER_COLUMNS,
+    event, type, plain) and `expiries` rows (timestamp, pending_id decoded, event), each in
+    timestamp order; the stored transfers and accounts they name are looked up by the caller."""
+
+    transfers: list[tuple]
+    expiries: list[tuple]
+    limit: int
+
+    def account_ids(self) -> set[int]:
+        """The transfers' accounts (an expiry's are its pending transfer's)."""
+        stored = {r[1] for r in self.transfers}
+        stored.update(r[2] for r in self.transfers)
+        return {codec.from_u128(i) for i in stored}
+
+    def pending_ids(self) -> list[int]:
+        return [r[1] for r in self.expiries]
+
+
+def change_event_source(store: Store, timestamp_min: int, timestamp_max: int,
+                        limit: int) -> ChangeEventSource:
+    low, high = _bounds(timestamp_min, timestamp_max)
+    transfers = store.query(_TRANSFER_EVENTS_SQL, (low, high, limit))
+    expiries = store.query(
+        "SELECT timestamp, pending_id, event FROM expiries "
+        "WHERE timestamp BETWEEN ? AND ? ORDER BY timestamp LIMIT ?",
+        (low, high, limit),
+    )
+    return ChangeEventSource(
+        transfers, [(r[0], codec.from_u128(r[1]), r[2]) for r in expiries], limit)
+
+
+def change_event_tuples(source: ChangeEventSource, accounts: dict[int, list],
+                        expired: dict[int, tuple]) -> list[tuple]:
+    """The page's events as `change_event` builds them, as plain tuples."""
+    from_u128 = codec.from_u128
+    events = [
+        _event_tuple(r[14], r[12], from_u128(r[0]),
+                     r if r[15] else codec.transfer_from_row(r), r[13], accounts)
+        for r in source.transfers]
+    if not source.expiries:
+        return events
+    expiries = [_event_tuple(_EXPIRED, r[0], expired[r[1]][0], expired[r[1]], r[2], accounts)
+                for r in source.expiries]
+    merged = heapq.merge(events, expiries, key=lambda event: event[1])
+    return [event for event, _ in zip(merged, range(source.limit), strict=False)]
+
+
+def _event_tuple(event_type: int, timestamp: int, transfer_id: int, t: tuple, blob: bytes,
+                 accounts: dict[int, list]) -> tuple:
+    # t: a transfer tuple (TR_* positions; a plain row has them too, its id still encoded);
+    # accounts: AC_* lists.
+    # Positions are written out, not named: this runs once per event the mirror reads
+    # (checked against the names below).
+    v = codec.event_values(blob)
+    dr = accounts[t[1]]
+    cr = accounts[t[2]]
+    return (
+        event_type, timestamp, t[9],
+        transfer_id, t[3], t[4], t[5], t[6], t[7], t[8], t[10], t[11], t[12],
+        t[1], v[0], v[1], v[2], v[3], dr[5], dr[6], dr[7], dr[9], v[8], dr[11],
+        t[2], v[4], v[5], v[6], v[7], cr[5], cr[6], cr[7], cr[9], v[9], cr[11],
+    )
+
+
+assert (AC_UD128, AC_UD64, AC_UD32, AC_CODE, AC_TIMESTAMP) == (5, 6, 7, 9, 11)
