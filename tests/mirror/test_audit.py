@@ -178,7 +178,7 @@ def test_a_mirror_filled_by_the_sync_service_verifies(live_terminal, mirror_url)
     assert live_terminal.studio.post("/v1/intents", json=refused).status_code == 422
     service = MirrorService(mirror_url, live_terminal.network.ledger, live_terminal.data_dir)
     try:
-        assert service.worker.run_until_caught_up() > 0
+        assert service.run_until_caught_up() > 0
     finally:
         service.close()
     with psycopg.connect(mirror_url) as conn:

@@ -97,7 +97,7 @@ def _keep_clearing(ledger, stop: threading.Event) -> None:
 def test_postgres_down_mid_stream_loses_and_repeats_nothing(private_pg, embedded_ledger):
     server, url = private_pg
     service = MirrorService(url, embedded_ledger, None, poll_seconds=0.01)
-    service.worker.backoff_max_seconds = 0.3
+    service.feed_worker.backoff_max_seconds = 0.3
     service.start()
     stop_clearing = threading.Event()
     clearing = threading.Thread(target=_keep_clearing, args=(embedded_ledger, stop_clearing))
@@ -108,7 +108,7 @@ def test_postgres_down_mid_stream_loses_and_repeats_nothing(private_pg, embedded
         cleared_before_outage = _last_event_timestamp(embedded_ledger)
         time.sleep(1.5)
         assert _last_event_timestamp(embedded_ledger) > cleared_before_outage
-        assert service.worker.stats.failures > 0
+        assert service.feed_worker.stats.failures > 0
         server.start()
         time.sleep(0.5)
     finally:

@@ -12,7 +12,7 @@ from sovr.mirror.service import MirrorService
 
 def _mirror_everything(live, url: str) -> MirrorService:
     service = MirrorService(url, live.network.ledger, live.data_dir)
-    moved = service.worker.run_until_caught_up()
+    moved = service.run_until_caught_up()
     assert moved > 0
     return service
 
@@ -73,7 +73,7 @@ def test_rejections_reach_the_mirror_once(live_terminal, mirror_url):
     response = live_terminal.studio.post("/v1/intents", json=body)
     assert response.status_code == 422
     service = _mirror_everything(live_terminal, mirror_url)
-    assert service.worker.run_until_caught_up() == 0
+    assert service.run_until_caught_up() == 0
     service.close()
     with psycopg.connect(mirror_url) as conn:
         rows = conn.execute("SELECT intent_id, code FROM rejections").fetchall()

@@ -193,7 +193,7 @@ def test_narratives_are_checked_against_their_leg_0(live_terminal, mirror_url):
     ledger = live_terminal.network.ledger
     service = MirrorService(mirror_url, ledger, live_terminal.data_dir)
     try:
-        assert service.worker.run_until_caught_up() > 0
+        assert service.run_until_caught_up() > 0
     finally:
         service.close()
     with psycopg.connect(mirror_url) as conn:

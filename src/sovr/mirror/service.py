@@ -38,25 +38,36 @@ def outbox_paths(data_dir: Path) -> tuple[Path, Path]:
 
 
 class MirrorService:
+    """Two sync workers, each a thread with its own connection: one follows the ledger feed,
+    one the outboxes. Apart, a batch of narratives never holds up the feed (whose lag is
+    what clients watch) and their database work overlaps."""
+
     def __init__(self, url: str, ledger: Ledger | None, data_dir: Path | None, *,
                  terminal_id: str = "mirror", poll_seconds: float | None = None) -> None:
         """`ledger` None: forward outboxes only; `data_dir` None: follow the ledger only."""
         assert ledger is not None or data_dir is not None
         self.url = url
         self.ledger = ledger
+        self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._logs: list = []
+        kwargs = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
+        self.feed_worker = None if ledger is None else MirrorWorker(
+            self._connect, ledger, steps=self._feed_steps, name="sovr-mirror-feed", **kwargs)
+        self.outbox_worker = None
         if data_dir is not None:
             narratives, rejections = outbox_paths(data_dir)
             self._logs = [NarrativeLog(narratives, terminal_id),
                           RejectionLog(rejections, terminal_id)]
-        kwargs = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
-        self.worker = MirrorWorker(self._connect, ledger, steps=self._steps, **kwargs)
+            self.outbox_worker = MirrorWorker(self._connect, ledger, steps=self._outbox_steps,
+                                              name="sovr-mirror-outboxes", **kwargs)
+        self.workers = [w for w in (self.feed_worker, self.outbox_worker) if w is not None]
 
     def _connect(self) -> psycopg.Connection:
-        if not self._schema_ready:
-            schema.upgrade(self.url)
-            self._schema_ready = True
+        with self._schema_lock:
+            if not self._schema_ready:
+                schema.upgrade(self.url)
+                self._schema_ready = True
         conn = psycopg.connect(self.url)
         # Safe here, and the commit no longer waits for a WAL flush: every transaction holds
         # its own checkpoint, so one a crash takes back is re-read from the ledger or the
@@ -65,20 +76,25 @@ class MirrorService:
         conn.commit()
         return conn
 
-    def _steps(self, conn: psycopg.Connection) -> list:
-        steps = [] if self.ledger is None else [
-            FeedStep(FeedSync(self.ledger, conn, prefetch=True))]
-        if self._logs:
-            narratives, rejections = self._logs
-            steps += [narrative_step(conn, narratives), rejection_step(conn, rejections)]
-        return steps
+    def _feed_steps(self, conn: psycopg.Connection) -> list:
+        return [FeedStep(FeedSync(self.ledger, conn, prefetch=True))]
+
+    def _outbox_steps(self, conn: psycopg.Connection) -> list:
+        narratives, rejections = self._logs
+        return [narrative_step(conn, narratives), rejection_step(conn, rejections)]
+
+    def run_until_caught_up(self) -> int:
+        """Mirror everything there is now, in this thread; how many items."""
+        return sum(worker.run_until_caught_up() for worker in self.workers)
 
     def start(self) -> MirrorService:
-        self.worker.start()
+        for worker in self.workers:
+            worker.start()
         return self
 
     def close(self) -> None:
-        self.worker.stop()
+        for worker in self.workers:
+            worker.stop()
         for outbox in self._logs:
             outbox.close()
 

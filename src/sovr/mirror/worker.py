@@ -53,8 +53,10 @@ class MirrorWorker:
         self, connect: Callable[[], psycopg.Connection], ledger: Ledger, *,
         steps: Callable[[psycopg.Connection], list] | None = None,
         poll_seconds: float = POLL_SECONDS, backoff_max_seconds: float = BACKOFF_MAX_SECONDS,
+        name: str = "sovr-mirror-worker",
     ) -> None:
         self._connect = connect
+        self.name = name
         self.ledger = ledger
         self._make_steps = steps or (lambda conn: [FeedStep(FeedSync(ledger, conn))])
         self.poll_seconds = poll_seconds
@@ -68,7 +70,7 @@ class MirrorWorker:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> MirrorWorker:
-        self._thread = threading.Thread(target=self.run, name="sovr-mirror-worker", daemon=True)
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
         self._thread.start()
         return self
 
