@@ -74,7 +74,6 @@ class OutboxStep:
         self.source_id = source_id
         self._read = read
         self.name = f"{spec.action}:{source_id}"
-        self._staging_ready = False
 
     def close(self) -> None:
         pass  # the outbox file belongs to the service
@@ -96,29 +95,39 @@ class OutboxStep:
 
     def _write(self, rows: Sequence[tuple], seq_min: int, seq_max: int) -> None:
         spec = self.spec
-        conn = self.conn
-        stage = f"stage_{spec.table}"
-        if not self._staging_ready:  # once per session: it outlives the transaction
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-                         f"SELECT {', '.join(spec.columns)} FROM {spec.table} WITH NO DATA")
-            self._staging_ready = True
-        with conn.cursor().copy(
-                f"COPY {stage} ({', '.join(spec.columns)}) FROM STDIN") as copy:
+        try:
+            with self.conn.transaction():  # a savepoint: a conflict undoes only the COPY
+                self._copy(spec.table, rows)
+            inserted = rows
+        except psycopg.errors.UniqueViolation:
+            inserted = self._insert_new(rows)
+        # The digest covers the rows this batch stored: a row another outbox had already
+        # delivered (a retry through another terminal) is vouched for by that batch.
+        audit.append(self.conn, spec.action, self.name, {
+            "source_id": self.source_id, "seq_min": seq_min, "seq_max": seq_max,
+            "rows": len(rows), "inserted": len(inserted),
+            "content_sha256": audit.digest_lines(list(map(spec.digest_values, inserted)))})
+
+    def _copy(self, table: str, rows: Sequence[tuple]) -> None:
+        with self.conn.cursor().copy(
+                f"COPY {table} ({', '.join(self.spec.columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def _insert_new(self, rows: Sequence[tuple]) -> list[tuple]:
+        """The rows not in the table yet, inserted through a staging table (the rare path:
+        some were delivered before, by this outbox's replay or another terminal's)."""
+        spec, conn = self.spec, self.conn
+        stage = f"stage_{spec.table}"
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                     f"SELECT {', '.join(spec.columns)} FROM {spec.table} WITH NO DATA")
+        self._copy(stage, rows)
         inserted = {seq for (seq,) in conn.execute(
             f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) "
             f"SELECT {', '.join(spec.columns)} FROM {stage} "
             f"ON CONFLICT ({spec.key}) DO NOTHING RETURNING {spec.seq_column}").fetchall()}
-        # The digest covers the rows this batch stored: a row another outbox had already
-        # delivered (a retry through another terminal) is vouched for by that batch.
-        digest_values = spec.digest_values
         seq_index = spec.columns.index(spec.seq_column)
-        digest_rows = [digest_values(row) for row in rows if row[seq_index] in inserted]
-        audit.append(conn, spec.action, self.name, {
-            "source_id": self.source_id, "seq_min": seq_min, "seq_max": seq_max,
-            "rows": len(rows), "inserted": len(inserted),
-            "content_sha256": audit.digest_lines(digest_rows)})
+        return [row for row in rows if row[seq_index] in inserted]
 
 
 def narrative_step(conn: psycopg.Connection, log: NarrativeLog) -> OutboxStep:
