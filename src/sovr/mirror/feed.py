@@ -116,6 +116,15 @@ class Rows:
     accounts: dict[int, str]
     statuses: list[str]
 
+    def extend(self, later: Rows) -> None:
+        """Append the rows of the events right after these (an account keeps its place and
+        takes its later line, as if one batch had been built from all the events)."""
+        self.double_entry.extend(later.double_entry)
+        self.double_entry_digest.extend(later.double_entry_digest)
+        self.transactions.extend(later.transactions)
+        self.accounts.update(later.accounts)
+        self.statuses.extend(later.statuses)
+
     def content_digest(self, transactions_text: str | None = None) -> str:
         """`audit.digest_lines` of the transfers, a "--" line, then the legs
         (`transactions_text`: `copy_text(self.transactions)`, when already made)."""
@@ -289,9 +298,10 @@ class ChangeFeed:
 
 
 class Prefetcher:
-    """Reads the change feed ahead on a thread of its own, so the next events are on their
-    way while PostgreSQL writes the last ones (the ledger read and the database write each
-    wait on another process: overlapped, a transaction costs the longer of the two).
+    """Reads the change feed ahead and builds its rows, on a thread of its own, so the next
+    events are read and made into COPY text while PostgreSQL writes the last ones (the
+    thread's Python runs while the writer waits on the database: overlapped, a transaction
+    costs the longer of the two, not their sum).
 
     Pages are handed out only in order from where the reader asks (`take(after)`); asking
     from anywhere else (another worker moved the checkpoint, a transaction was rolled back)
@@ -315,14 +325,16 @@ class Prefetcher:
                                         daemon=True)
         self._thread.start()
 
-    def take(self, after: int, max_events: int) -> list:
-        """Events after `after`, at most `max_events`; [] when none are there yet."""
+    def take(self, after: int, max_events: int) -> tuple[list, Rows]:
+        """Events after `after`, at most `max_events` ([] when none are there yet), and
+        their rows."""
         if self._next != after:
             self._restart(after)
         events: list = []
+        rows = Rows([], [], [], {}, [])
         while len(events) < max_events:
             try:
-                generation, page = self._pages.get(timeout=0 if events else 0.05)
+                generation, page, page_rows = self._pages.get(timeout=0 if events else 0.05)
             except queue.Empty:
                 break
             if generation != self._generation:
@@ -334,10 +346,11 @@ class Prefetcher:
             if not page:
                 continue
             events.extend(page)
+            rows.extend(page_rows)
             self._next = self.feed.timestamp(page[-1])
             if len(page) < CHANGE_EVENTS_LIMIT_MAX:
                 break
-        return events
+        return events, rows
 
     def _restart(self, after: int) -> None:
         with self._lock:
@@ -360,24 +373,24 @@ class Prefetcher:
                 page = self.feed.read(timestamp_min=after + 1)
             except Exception as e:  # handed to the reader, who retries from its checkpoint
                 self._failure = e
-                self._put(generation, [])
+                self._put(generation, [], None)
                 self._stop.wait(0.1)
                 continue
             if not page:
                 self._wake.wait(self.IDLE_SECONDS)
                 self._wake.clear()
                 continue
-            if self._put(generation, page):
+            if self._put(generation, page, self.feed.rows(page)):
                 with self._lock:
                     if generation == self._generation:
                         self._after = self.feed.timestamp(page[-1])
 
-    def _put(self, generation: int, page: list) -> bool:
+    def _put(self, generation: int, page: list, rows: Rows | None) -> bool:
         while not self._stop.is_set():
             if generation != self._generation:
                 return False
             try:
-                self._pages.put((generation, page), timeout=0.05)
+                self._pages.put((generation, page, rows), timeout=0.05)
                 return True
             except queue.Full:
                 continue
@@ -426,9 +439,9 @@ class FeedSync:
     def _sync(self, *, replay_safe: bool) -> int:
         with self.conn.transaction():
             position = self._lock_checkpoint()
-            events = self._read(position)
+            events, rows = self._read(position)
             if events:
-                self._write(events, replay_safe=replay_safe)
+                self._write(events, rows, replay_safe=replay_safe)
                 self._advance(self.feed.timestamp(events[-1]), len(events))
         return len(events)
 
@@ -441,17 +454,19 @@ class FeedSync:
             (FEED_CHECKPOINT,)).fetchone()
         return int(position)
 
-    def _read(self, position: int) -> list:
-        """Events (ChangeEvents or tuples, as `self.feed` reads them) after `position`."""
+    def _read(self, position: int) -> tuple[list, Rows]:
+        """Events (ChangeEvents or tuples, as `self.feed` reads them) after `position`, and
+        their rows."""
         if self.prefetcher is not None:
-            events = self.prefetcher.take(position, self.events_per_transaction)
+            events, rows = self.prefetcher.take(position, self.events_per_transaction)
         else:
             events = self._read_pages(position)
+            rows = self.feed.rows(events)
         timestamps = list(map(self.feed.timestamp, events))
         assert all(map(operator.lt, timestamps, timestamps[1:])), \
             "the change feed must come in strictly increasing timestamp order"
         assert not events or timestamps[0] > position
-        return events
+        return events, rows
 
     def _read_pages(self, position: int) -> list:
         events: list = []
@@ -464,8 +479,7 @@ class FeedSync:
                 break
         return events
 
-    def _write(self, events: list, *, replay_safe: bool) -> None:
-        rows = self.feed.rows(events)
+    def _write(self, events: list, rows: Rows, *, replay_safe: bool) -> None:
         transactions_text = copy_text(rows.transactions)  # copied, and hashed for the audit
         cur = self.conn.cursor()
         self._ensure_staging(cur)
