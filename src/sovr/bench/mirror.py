@@ -167,9 +167,16 @@ class CheckpointWatcher:
     def _run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self._stop.wait(POLL_SECONDS):
-                row = conn.execute("SELECT position FROM sync_checkpoints WHERE name = %s",
-                                   (FEED_CHECKPOINT,)).fetchone()
-                self.samples.append((time.time(), int(row[0]) if row else 0))
+                self.samples.append((time.time(), self._position(conn)))
+
+    @staticmethod
+    def _position(conn: psycopg.Connection) -> int:
+        try:
+            row = conn.execute("SELECT position FROM sync_checkpoints WHERE name = %s",
+                               (FEED_CHECKPOINT,)).fetchone()
+        except psycopg.errors.UndefinedTable:  # the mirror has not made its schema yet
+            return 0
+        return int(row[0]) if row else 0
 
     def mirrored_at(self, ledger_timestamp: int) -> float | None:
         for wall, position in self.samples:  # samples are few enough (100/s)
