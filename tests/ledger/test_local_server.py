@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import socket
 import stat
 import tempfile
 import threading
@@ -14,7 +15,7 @@ import pytest
 import tigerbeetle as tb
 
 import sovr.ledger
-from sovr.ledger.local_server import LocalLedgerServer
+from sovr.ledger.local_server import LocalLedgerServer, _send
 
 TS = tb.CreateTransferStatus
 
@@ -112,3 +113,22 @@ def test_odd_batches_get_the_engines_own_errors(served) -> None:
             (tb.CreateTransferResult, TS.CREATED), (tb.CreateTransferResult, TS.CREATED)]
         assert [r.timestamp for r in results] == [
             t.timestamp for t in ledger.lookup_transfers([7, 8])]
+
+
+def test_a_client_gone_before_its_answer_leaves_the_server_serving(served) -> None:
+    """A worker killed mid-request: its answer meets a closed socket. That connection's
+    thread ends quietly and the next client is served."""
+    _, path = served
+    failures = []
+    previous_hook = threading.excepthook
+    threading.excepthook = failures.append
+    try:
+        for _ in range(50):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(str(path))
+                _send(client, ("get_change_events", (0, 0, 8189)))
+        with sovr.ledger.connect(f"local://{path}") as ledger:
+            assert [a.id for a in ledger.lookup_accounts([1, 2])] == [1, 2]
+    finally:
+        threading.excepthook = previous_hook
+    assert failures == []

@@ -164,7 +164,11 @@ class LocalLedgerServer:
                     break
                 if self._stopping.is_set():
                     break  # closing: the caller sees the connection drop, nothing applied
-                _send(connection, self._execute(operation, argument))
+                answer = self._execute(operation, argument)
+                try:
+                    _send(connection, answer)
+                except OSError:  # the client went away (killed) before its answer
+                    break
         self._connections.discard(connection)
 
     def _execute(self, operation: str, argument: Any) -> tuple[bool, Any]:
