@@ -39,10 +39,27 @@ def start_up(data_dir, port: int = 0) -> subprocess.Popen:
            if not k.startswith(("TIGERBEETLE_", "ATTESTOR_", "SOVR_"))}
     env.update({"SOVR_DATA_DIR": str(data_dir), "SOVR_PORT": str(port or free_port()),
                 "SOVR_WORKERS": "2"})
+    # A session of its own: Ctrl-C is a SIGINT to the whole process group.
     return subprocess.Popen(
         [sys.executable, "-m", "sovr.cli", "up"], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
+
+
+def session_processes(session_id: int) -> list[int]:
+    """The live (not zombie) processes of a session: what `sovr up` left behind."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            found.append(int(entry))
+    return found
 
 
 def read_until(process: subprocess.Popen, text: str, timeout: float = 30.0) -> str:
@@ -81,9 +98,11 @@ def wait_for_health(base: str, timeout: float = 30.0) -> None:
     raise AssertionError("the terminal did not answer /v1/health")
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "Ctrl-C"])
 def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> None:
-    """The README's first signed intent, against `sovr up` with two worker processes."""
+    """The README's first signed intent, against `sovr up` with two worker processes; then
+    a stop that leaves no process behind and prints no traceback (Ctrl-C signals every
+    process of the group at once: workers, their recovery processes, the mirror)."""
     port = free_port()
     process = start_up(tmp_path, port)
     try:
@@ -94,7 +113,10 @@ def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> N
         with pytest.raises(sovr.ledger.LedgerLockedError):  # the main process holds it
             sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
         walk_through_the_readme(base, (tmp_path / "development-api-key").read_text().strip())
-        process.send_signal(stop)
+        if stop == "Ctrl-C":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(getattr(signal, stop))
         out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
@@ -102,6 +124,12 @@ def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> N
             process.communicate()
     assert process.returncode == 0, err
     assert "ledger closed" in out
+    for trouble in ("Traceback", "leaked", "starting another"):
+        assert trouble not in out + err, err
+    deadline = time.monotonic() + 10  # a recovery process notices its worker within 1 s
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert session_processes(process.pid) == []
     with sovr.ledger.connect("embedded://" + str(tmp_path / "ledger")) as ledger:
         assert ledger.lookup_accounts([1000002])[0].debits_posted == 10_000  # CASH_ODFI
 

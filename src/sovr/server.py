@@ -271,8 +271,24 @@ def worker_app():
     settings = dataclasses.replace(settings, terminal_id=f"{settings.terminal_id}/{os.getpid()}")
     configure_logging(os.environ.get("SOVR_LOG_LEVEL", "INFO"))
     network = Network.open(settings)
+    _worker_networks.append(network)
     tune_gc()
     return network.app
+
+
+_worker_networks: list[Network] = []  # what `worker_app` opened in this process
+
+
+def close_worker_app() -> None:
+    """Close what `worker_app` opened (uvicorn runs it without lifespan events): called by
+    the worker once its server has stopped, so its recovery process and files are let go
+    of properly rather than by the process's end."""
+    while _worker_networks:
+        _worker_networks.pop().close()
+    # `tune_gc` froze what start-up made, the recovery pool among it: collect it now, so
+    # its semaphores are released here and not reported as leaked after `os._exit`.
+    gc.unfreeze()
+    gc.collect()
 
 
 def tune_gc() -> None:

@@ -39,12 +39,23 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 def _worker(host: str, port: int) -> None:
     import uvicorn
 
-    from sovr.server import worker_app
+    from sovr.server import close_worker_app, worker_app
 
     sock = _listening_socket(host, port)
     config = uvicorn.Config(worker_app, factory=True, log_config=None, access_log=False,
                             lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again for
+    # the handler it found: this one, so the worker closes what it opened (its recovery
+    # process, its files) instead of dying at once by the default action.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        close_worker_app()
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def serve_workers(count: int, host: str, port: int) -> None:

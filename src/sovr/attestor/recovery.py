@@ -23,12 +23,14 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from sovr.attestor.attestation import signer_of
+from sovr.processes import sigint_ignored
 
 log = logging.getLogger("sovr.attestor.recovery")
 PROCESSES = 1  # per terminal worker: with one worker per core, that is one per core
@@ -43,6 +45,9 @@ def signers_of(pairs: Pairs) -> list[str | None]:
 
 
 def _exit_with_parent(parent_pid: int) -> None:
+    # Ctrl-C reaches the whole process group; the worker decides when this process ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def watch() -> None:
         while os.getppid() == parent_pid:
             threading.Event().wait(PARENT_CHECK_SECONDS)
@@ -65,17 +70,21 @@ class SignerRecovery:
 
     def warm_up(self) -> Future:
         """Start the process now rather than on the first large batch (~1 s of imports)."""
-        return self._pool.submit(signers_of, [])
+        return self._submit(signers_of, [])
 
     def submit(self, pairs: Pairs) -> Future:
         """The signers of `pairs`, recovered in the process; await them with `recover`."""
         try:
-            return self._pool.submit(signers_of, list(pairs))
+            return self._submit(signers_of, list(pairs))
         except BrokenProcessPool:
             log.error("the signature recovery process died; starting another")
             self._pool.shutdown(wait=False)
             self._pool = self._new_pool()
-            return self._pool.submit(signers_of, list(pairs))
+            return self._submit(signers_of, list(pairs))
+
+    def _submit(self, function, argument) -> Future:
+        with sigint_ignored():  # the pool may start its process here
+            return self._pool.submit(function, argument)
 
     @staticmethod
     async def recover(submitted: Future, pairs: Pairs) -> list[str | None]:
@@ -87,3 +96,6 @@ class SignerRecovery:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        # Drop the pool now: its queues' semaphores are released when they are freed (a
+        # worker ends with `os._exit`, which would leave them to the resource tracker).
+        del self._pool

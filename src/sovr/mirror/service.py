@@ -23,6 +23,7 @@ from sovr.mirror import schema
 from sovr.mirror.feed import FeedSync
 from sovr.mirror.outbox import narrative_step, rejection_step
 from sovr.mirror.worker import FeedStep, MirrorWorker
+from sovr.processes import sigint_ignored
 from sovr.terminal.narratives import NarrativeLog
 from sovr.terminal.rejections import RejectionLog
 
@@ -101,7 +102,8 @@ class MirrorService:
 
 class MirrorProcess:
     """`sovr mirror` as a child process, restarted if it dies (it resumes from its
-    checkpoints); `sovr up` runs it beside the terminal workers."""
+    checkpoints) but not if it stopped cleanly on a signal (Ctrl-C reaches the whole
+    process group); `sovr up` runs it beside the terminal workers."""
 
     RESTART_DELAY_SECONDS = 1.0
 
@@ -123,13 +125,17 @@ class MirrorProcess:
         return self
 
     def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "sovr", "mirror"], env=self.env,
-                                stdout=subprocess.DEVNULL)
+        with sigint_ignored():  # `sovr mirror` installs its own handlers once it runs
+            return subprocess.Popen([sys.executable, "-m", "sovr", "mirror"], env=self.env,
+                                    stdout=subprocess.DEVNULL)
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.5):
             if self.child.poll() is None:
                 continue
+            if self.child.returncode == 0:  # it was asked to stop (Ctrl-C reaches the group)
+                log.info("mirror sync worker stopped")
+                return
             log.error("mirror sync worker exited (code %s); starting another",
                       self.child.returncode)
             time.sleep(self.RESTART_DELAY_SECONDS)
