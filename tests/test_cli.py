@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import psycopg
@@ -46,20 +48,29 @@ def start_up(data_dir, port: int = 0) -> subprocess.Popen:
     )
 
 
+@contextlib.contextmanager
+def running_up(data_dir, port: int) -> Iterator[subprocess.Popen]:
+    """`sovr up`, killed at the end if the test did not stop it."""
+    process = start_up(data_dir, port)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def stop_up(process: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM, then (stdout, stderr) once `sovr up` has stopped."""
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=60)
+
+
 def session_processes(session_id: int) -> list[int]:
     """The live (not zombie) processes of a session: what `sovr up` left behind."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session_id and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    stats = {pid: _stat(pid) for pid in _pids()}
+    return [pid for pid, fields in stats.items()
+            if fields and int(fields[3]) == session_id and fields[0] != "Z"]
 
 
 def read_until(process: subprocess.Popen, text: str, timeout: float = 30.0) -> str:
@@ -104,8 +115,7 @@ def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> N
     a stop that leaves no process behind and prints no traceback (Ctrl-C signals every
     process of the group at once: workers, their recovery processes, the mirror)."""
     port = free_port()
-    process = start_up(tmp_path, port)
-    try:
+    with running_up(tmp_path, port) as process:
         output = read_until(process, "Ctrl-C or SIGTERM stops.")
         assert f"http://127.0.0.1:{port}/v1" in output and "2 worker processes" in output
         base = f"http://127.0.0.1:{port}"
@@ -118,10 +128,6 @@ def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> N
         else:
             process.send_signal(getattr(signal, stop))
         out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0, err
     assert "ledger closed" in out
     for trouble in ("Traceback", "leaked", "starting another"):
@@ -174,8 +180,7 @@ def test_up_on_a_held_directory_fails_clearly(tmp_path) -> None:
 
 def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(tmp_path) -> None:
     port = free_port()
-    process = start_up(tmp_path, port)
-    try:
+    with running_up(tmp_path, port) as process:
         base, key = until_ready(process, tmp_path, port)
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
         funded = client.post("/v1/fundings", json={
@@ -198,12 +203,7 @@ def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(tmp_path) 
             balance = fresh.get("/v1/users/0x" + "22" * 20 + "/balance")
             assert balance.status_code == 200 and balance.json()["available_cents"] == 500
             fresh.close()
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        stop_up(process)
     assert process.returncode == 0
 
 
@@ -211,8 +211,7 @@ def test_terminals_killed_mid_batch_lose_no_narrative(tmp_path) -> None:
     """SIGKILL a terminal worker while batches clear: every obligation that cleared reaches
     the mirror with its narrative (written before it cleared), and the mirror reconciles."""
     port = free_port()
-    process = start_up(tmp_path, port)
-    try:
+    with running_up(tmp_path, port) as process:
         base, key = until_ready(process, tmp_path, port)
         attestor, _ = server.load_attestor(tmp_path)
         source = IntentSource(attestor, users=10)
@@ -238,12 +237,7 @@ def test_terminals_killed_mid_batch_lose_no_narrative(tmp_path) -> None:
             checked = subprocess.run([sys.executable, "-m", "sovr", *command], env=env,
                                      capture_output=True, text=True, timeout=120)
             assert checked.returncode == 0, checked.stdout + checked.stderr
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        stop_up(process)
 
 
 def _send_batches(base: str, key: str, bodies: list[list[dict]], failed: list[int]) -> None:
@@ -278,18 +272,27 @@ def _wait_until_mirrored(url: str, timeout_seconds: float = 60) -> None:
 
 def worker_pids(parent: int) -> list[int]:
     """The terminal workers: `sovr up`'s children, not multiprocessing's resource tracker."""
-    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    children = [pid for pid in pids if _parent_of(pid) == parent]
+    children = [pid for pid in _pids() if _parent_of(pid) == parent]
     return [pid for pid in children
             if "resource_tracker" not in _cmdline(pid) and "sovr mirror" not in _cmdline(pid)]
 
 
-def _parent_of(pid: int) -> int | None:
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state, parent, group, session...)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+
+
+def _parent_of(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else None
 
 
 def _cmdline(pid: int) -> str:
