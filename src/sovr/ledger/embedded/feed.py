@@ -45,38 +45,44 @@ class EmbeddedFeed:
 
     def get_change_events(self, timestamp_min: int = 0, timestamp_max: int = 0,
                           limit: int = CHANGE_EVENTS_LIMIT_MAX) -> list[ChangeEvent]:
-        validation.check_change_events_filter(timestamp_min, timestamp_max, limit)
-        if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
+        page = self._page(queries.change_event_rows, _row_pending_ids, _row_account_ids,
+                          timestamp_min, timestamp_max, limit)
+        if page is None:
             return []
-        self.db.execute("BEGIN")
-        try:
-            rows = queries.change_event_rows(self, timestamp_min, timestamp_max, limit)
-            expired = {t[0]: t for t in select_transfers(
-                self.db, [r.pending_id for r in rows if r.pending_id])}
-            account_ids = {i for r in rows for i in r.account_ids()}
-            account_ids.update(i for t in expired.values() for i in (t[1], t[2]))
-            self._load_accounts(account_ids)
-        finally:
-            self.db.execute("COMMIT")
+        rows, expired = page
         return [queries.change_event(r, self._accounts, expired) for r in rows]
 
     def get_change_event_tuples(self, timestamp_min: int = 0, timestamp_max: int = 0,
                                 limit: int = CHANGE_EVENTS_LIMIT_MAX) -> list[tuple]:
         """`get_change_events`' events as tuples of `ChangeEvent`'s fields, in field order,
         with the type and flags as plain ints."""
+        page = self._page(queries.change_event_source, queries.ChangeEventSource.pending_ids,
+                          queries.ChangeEventSource.account_ids,
+                          timestamp_min, timestamp_max, limit)
+        if page is None:
+            return []
+        source, expired = page
+        return queries.change_event_tuples(source, self._accounts, expired)
+
+    def _page(self, read, pending_ids, account_ids, timestamp_min: int, timestamp_max: int,
+              limit: int):
+        """(what `read` gives for the filter, the pending transfers its expiries name, by
+        id), with every account either names loaded, all in one read transaction (one
+        commit's state); None for a filter that selects nothing. `pending_ids(page)` and
+        `account_ids(page)` say what the page names."""
         validation.check_change_events_filter(timestamp_min, timestamp_max, limit)
         if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
-            return []
+            return None
         self.db.execute("BEGIN")
         try:
-            source = queries.change_event_source(self, timestamp_min, timestamp_max, limit)
-            expired = {t[0]: t for t in select_transfers(self.db, source.pending_ids())}
-            account_ids = source.account_ids()
-            account_ids.update(i for t in expired.values() for i in (t[1], t[2]))
-            self._load_accounts(account_ids)
+            page = read(self, timestamp_min, timestamp_max, limit)
+            expired = {t[0]: t for t in select_transfers(self.db, pending_ids(page))}
+            ids = account_ids(page)
+            ids.update(i for t in expired.values() for i in (t[1], t[2]))
+            self._load_accounts(ids)
         finally:
             self.db.execute("COMMIT")
-        return queries.change_event_tuples(source, self._accounts, expired)
+        return page, expired
 
     def _load_accounts(self, ids: set[int]) -> None:
         missing = [i for i in ids if i not in self._accounts]
@@ -94,3 +100,11 @@ class EmbeddedFeed:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _row_pending_ids(rows: list[queries.ChangeEventRow]) -> list[int]:
+    return [r.pending_id for r in rows if r.pending_id]
+
+
+def _row_account_ids(rows: list[queries.ChangeEventRow]) -> set[int]:
+    return {i for r in rows for i in r.account_ids()}

@@ -225,15 +225,20 @@ def change_event_rows(
         "WHERE timestamp BETWEEN ? AND ? ORDER BY timestamp LIMIT ?",
         (low, high, limit),
     )
-    expiries = store.query(
-        "SELECT timestamp, pending_id, event FROM expiries "
-        "WHERE timestamp BETWEEN ? AND ? ORDER BY timestamp LIMIT ?",
-        (low, high, limit),
-    )
+    expiries = _expiry_rows(store, low, high, limit)
     rows = [ChangeEventRow(r[12], codec.transfer_from_row(r), 0, r[13]) for r in transfers]
     rows_expired = [ChangeEventRow(r[0], None, codec.from_u128(r[1]), r[2]) for r in expiries]
     merged = heapq.merge(rows, rows_expired, key=lambda row: row.timestamp)
     return [row for row, _ in zip(merged, range(limit), strict=False)]
+
+
+def _expiry_rows(store: Store, low: int, high: int, limit: int) -> list[tuple]:
+    """(timestamp, pending id as stored, event) of the expiries in [low, high]."""
+    return store.query(
+        "SELECT timestamp, pending_id, event FROM expiries "
+        "WHERE timestamp BETWEEN ? AND ? ORDER BY timestamp LIMIT ?",
+        (low, high, limit),
+    )
 
 
 def _event_type(row: ChangeEventRow) -> ChangeEventType:
@@ -319,11 +324,7 @@ def change_event_source(store: Store, timestamp_min: int, timestamp_max: int,
                         limit: int) -> ChangeEventSource:
     low, high = _bounds(timestamp_min, timestamp_max)
     transfers = store.query(_TRANSFER_EVENTS_SQL, (low, high, limit))
-    expiries = store.query(
-        "SELECT timestamp, pending_id, event FROM expiries "
-        "WHERE timestamp BETWEEN ? AND ? ORDER BY timestamp LIMIT ?",
-        (low, high, limit),
-    )
+    expiries = _expiry_rows(store, low, high, limit)
     return ChangeEventSource(
         transfers, [(r[0], codec.from_u128(r[1]), r[2]) for r in expiries], limit)
 
