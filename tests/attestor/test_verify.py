@@ -419,9 +419,7 @@ def test_signers_recovered_in_another_process_decide_as_inline(
 
 def _outcome(intent, attestation, attestor, recovery=None) -> str:
     try:
-        verify(intent, attestation, allowed_signers=[attestor.address],
-               now_seconds=NOW_SECONDS, replay_guard=REPLAY_CHECKED_BY_LEDGER,
-               recovery=recovery)
+        check(intent, attestation, [attestor.address], recovery=recovery)
     except AttestationError as e:
         return e.code
     return "verified"
