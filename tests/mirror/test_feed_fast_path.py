@@ -53,7 +53,7 @@ def assert_fast_path_matches(directory: Path, limits=(1, 3, 7, 2730)) -> int:
         whole = rows_of_raw([e for b in fast for e in b])
         assert_same_rows(whole, rows_of([e for b in generic for e in b]))
         # Pages built apart (as the prefetcher does) and joined are that one batch.
-        joined = Rows([], [], [], {}, [])
+        joined = Rows()
         for page in _batches(feed.get_change_event_tuples, lambda e: e[1], 3):
             joined.extend(rows_of_raw(page))
         assert_same_rows(joined, whole)

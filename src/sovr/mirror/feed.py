@@ -26,7 +26,7 @@ import operator
 import queue
 import threading
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -110,11 +110,13 @@ class Rows:
     """What one transaction writes, as COPY text lines: tab-separated, no escaping needed,
     because every value is an integer or one of sovr's own names."""
 
-    double_entry: list[str]  # DOUBLE_ENTRY_COLUMNS + status, status_timestamp
-    double_entry_digest: list[str]  # DOUBLE_ENTRY_COLUMNS: the part that never changes
-    transactions: list[str]
-    accounts: dict[int, str]
-    statuses: list[str]
+    # DOUBLE_ENTRY_COLUMNS + status, status_timestamp
+    double_entry: list[str] = field(default_factory=list)
+    # DOUBLE_ENTRY_COLUMNS: the part that never changes
+    double_entry_digest: list[str] = field(default_factory=list)
+    transactions: list[str] = field(default_factory=list)
+    accounts: dict[int, str] = field(default_factory=dict)
+    statuses: list[str] = field(default_factory=list)
 
     def extend(self, later: Rows) -> None:
         """Append the rows of the events right after these (an account keeps its place and
@@ -143,7 +145,7 @@ def copy_text(lines: Collection[str]) -> str:
 
 
 def rows_of(events: Sequence[ChangeEvent]) -> Rows:
-    rows = Rows([], [], [], {}, [])
+    rows = Rows()
     for e in events:
         cur = _CURRENCIES[e.ledger]
         if e.type != CET.TWO_PHASE_EXPIRED:
@@ -208,7 +210,7 @@ def rows_of_raw(events: Sequence[tuple]) -> Rows:
     lines, read by position instead of built into `ChangeEvent`s and read by name, and each
     account's line built once per batch, from its last event (`rows_of` builds one per leg
     and keeps the last). Positions: see the asserts above."""
-    rows = Rows([], [], [], {}, [])
+    rows = Rows()
     double_entry, digest_lines = rows.double_entry, rows.double_entry_digest
     legs = rows.transactions
     # account id -> its last event, in the order first seen (`rows_of`'s accounts order)
@@ -331,7 +333,7 @@ class Prefetcher:
         if self._next != after:
             self._restart(after)
         events: list = []
-        rows = Rows([], [], [], {}, [])
+        rows = Rows()
         while len(events) < max_events:
             try:
                 generation, page, page_rows = self._pages.get(timeout=0 if events else 0.05)
