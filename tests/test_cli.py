@@ -140,6 +140,33 @@ def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> N
         assert ledger.lookup_accounts([1000002])[0].debits_posted == 10_000  # CASH_ODFI
 
 
+def test_up_killed_leaves_no_helper_process(tmp_path) -> None:
+    """`sovr up` SIGKILLed runs no exit code: its workers, their recovery processes and
+    the mirror child each notice and stop. (The embedded PostgreSQL is a server of its own,
+    left for the next `sovr up` to use.)"""
+    port = free_port()
+    with running_up(tmp_path, port) as process:
+        try:
+            until_ready(process, tmp_path, port)
+            helpers = {pid for pid in session_processes(process.pid) if pid != process.pid
+                       and "postgres" not in _cmdline(pid)}
+            assert len(helpers) >= 5  # 2 workers, 2 recovery processes, the mirror
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            deadline = time.monotonic() + 30
+            while helpers & set(session_processes(process.pid)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert helpers & set(session_processes(process.pid)) == set()
+        finally:
+            _stop_embedded_postgres(tmp_path)
+
+
+def _stop_embedded_postgres(data_dir) -> None:
+    database = MirrorDatabase.from_settings(data_dir, None)
+    database.open()  # running already: its starter is gone, so stop it here
+    database.embedded.stop()
+
+
 def walk_through_the_readme(base: str, key: str) -> None:
     wallet = "0x1111111111111111111111111111111111111111"
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
@@ -39,6 +40,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 def _worker(host: str, port: int) -> None:
     import uvicorn
 
+    from sovr.processes import watch_parent
     from sovr.server import close_worker_app, worker_app
 
     sock = _listening_socket(host, port)
@@ -48,6 +50,8 @@ def _worker(host: str, port: int) -> None:
     # the handler it found: this one, so the worker closes what it opened (its recovery
     # process, its files) instead of dying at once by the default action.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # `sovr up` SIGKILLed runs no exit code: the worker stops itself, as on SIGTERM.
+    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -24,17 +24,15 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from sovr.attestor.attestation import signer_of
-from sovr.processes import sigint_ignored
+from sovr.processes import sigint_ignored, watch_parent
 
 log = logging.getLogger("sovr.attestor.recovery")
 PROCESSES = 1  # per terminal worker: with one worker per core, that is one per core
-PARENT_CHECK_SECONDS = 1.0
 
 Pairs = Sequence[tuple[bytes, bytes]]  # (digest, signature)
 
@@ -47,13 +45,7 @@ def signers_of(pairs: Pairs) -> list[str | None]:
 def _exit_with_parent(parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group; the worker decides when this process ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            threading.Event().wait(PARENT_CHECK_SECONDS)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="sovr-recovery-parent-watch", daemon=True).start()
+    watch_parent(lambda: os._exit(0), parent_pid)
 
 
 class SignerRecovery:

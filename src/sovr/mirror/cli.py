@@ -23,7 +23,8 @@ from sovr import server
 from sovr.ledger.embedded.feed import EmbeddedFeed
 from sovr.mirror import commands, report_commands, schema
 from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError, embedded_bin
-from sovr.mirror.service import ENV_FEED_DIRECTORY, MirrorService
+from sovr.mirror.service import ENV_FEED_DIRECTORY, ENV_PARENT_PID, MirrorService
+from sovr.processes import watch_parent
 
 console = Console()
 err_console = Console(stderr=True)
@@ -93,6 +94,8 @@ def mirror(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    if os.environ.get(ENV_PARENT_PID):  # a child of `sovr up`: stop when it is gone
+        watch_parent(stop.set, int(os.environ[ENV_PARENT_PID]))
     try:
         with mirror_database(settings) as database:
             service = MirrorService(database.url, ledger, settings.data_dir,

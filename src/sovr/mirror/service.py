@@ -31,6 +31,8 @@ log = logging.getLogger("sovr.mirror")
 
 # Set by `sovr up` for its `sovr mirror` child: read the embedded ledger's feed from disk.
 ENV_FEED_DIRECTORY = "SOVR_FEED_DIRECTORY"
+# Set by `sovr up` for its `sovr mirror` child: the child stops when that process is gone.
+ENV_PARENT_PID = "SOVR_PARENT_PID"
 
 
 def outbox_paths(data_dir: Path) -> tuple[Path, Path]:
@@ -111,7 +113,7 @@ class MirrorProcess:
         """`feed_directory`: an embedded ledger's directory, whose change feed the child
         reads from disk itself (`sovr.ledger.embedded.feed`) instead of through the engine."""
         self.env = {**os.environ, "ORACLE_LEDGER_DATABASE_URL": database_url,
-                    "SOVR_LEDGER_URL": ledger_url}
+                    "SOVR_LEDGER_URL": ledger_url, ENV_PARENT_PID: str(os.getpid())}
         if feed_directory is not None:
             self.env[ENV_FEED_DIRECTORY] = feed_directory
         self.child: subprocess.Popen | None = None
