@@ -294,6 +294,9 @@ def close_worker_app() -> None:
 def tune_gc() -> None:
     """Freeze what start-up allocated and collect young objects less often: a process that
     holds an embedded ledger keeps millions of long-lived objects, and scanning them on
-    every 700 allocations cost a quarter of the terminal's time under load."""
+    every 700 allocations cost a quarter of the terminal's time under load. A batch keeps
+    every object it allocates alive until it is answered, so each young collection only
+    moves them on: 200,000 (not 50,000) took a worker's CPU per batch intent from ~60 to
+    ~54 µs, as low as with no collector at all (8,189-intent batches, median of 7)."""
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(200_000, 20, 100)
