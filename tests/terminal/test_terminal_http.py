@@ -24,6 +24,7 @@ from terminal_support import (
 )
 
 import sovr.ledger
+from sovr.attestor.typed_data import checksum_address
 from sovr.clearing.limits import Limits
 from sovr.gateway.keys import Scope
 
@@ -285,6 +286,29 @@ def test_rejection_moves_nothing_and_is_logged(terminal: LiveTerminal, case: str
     assert row["intent"]["wallet"] == wallet
     assert row["intent"]["amount_cents"] == body["amount_cents"]
     assert row["obligation_id"] == out["transfer_id"]
+
+
+def test_the_wallet_may_be_written_in_any_valid_case(terminal: LiveTerminal) -> None:
+    """The attestor signs the checksum form of the wallet. A request may write that wallet
+    in lower, upper or checksum case and clears; a mixed case that is not the checksum (a
+    mistyped address) is refused as invalid, naming the wallet, and moves nothing."""
+    t = terminal
+    wallet = t.funded_wallet(FUNDED)
+    while sum(c.isalpha() for c in wallet[2:]) < 2:
+        wallet = t.funded_wallet(FUNDED)
+    checksum = checksum_address(wallet)
+    for written in (wallet.lower(), "0x" + wallet[2:].upper(), checksum):
+        body = {**t.intent(wallet, 100), "wallet": written}
+        assert_outcome(post(t.studio, body), 201, "cleared")
+    first_letter = next(i for i, c in enumerate(checksum) if i > 1 and c.isalpha())
+    mistyped = (checksum[:first_letter] + checksum[first_letter].swapcase()
+                + checksum[first_letter + 1:])
+    before = snapshot(t, wallet)
+    body = {**t.intent(wallet, 100), "wallet": mistyped}
+    out = assert_outcome(post(t.studio, body), 422, "invalid", code="invalid_request")
+    assert out["field"] == "wallet" and "checksum" in out["message"], out
+    assert snapshot(t, wallet) == before
+    assert before[0]["available_cents"] == FUNDED - 300
 
 
 def test_sku_rejection_names_the_sku(terminal: LiveTerminal) -> None:

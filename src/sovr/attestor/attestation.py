@@ -268,7 +268,7 @@ def verify(
             f"signer: names {parsed.signer} but the signature is by {recovered}", field="signer"
         )
 
-    differing = [
+    differing = [] if intent is parsed.intent else [
         (wire, getattr(intent, attr), getattr(parsed.intent, attr))
         for wire, attr in WIRE_TO_ATTRIBUTE.items()
         if getattr(intent, attr) != getattr(parsed.intent, attr)

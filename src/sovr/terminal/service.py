@@ -231,10 +231,8 @@ class Terminal:
         recovery. `work.parsed` is set if the attestation still has to be verified."""
         work = _Work(item, timeout_seconds=timeout)
         attestation, attestation_error = _parse_attestation(item.attestation)
-        timestamp = attestation.intent.timestamp_seconds if attestation else 1
         try:
-            work.intent = CheckoutIntent(item.intent_id, item.wallet, item.amount_cents,
-                                         item.purpose, timestamp, item.reference)
+            work.intent = _requested_intent(item, attestation)
             work.user = UserKey.resolve(item.user_id, item.wallet)
         except (IntentInvalid, ObligationError) as e:
             work.outcome = invalid(item.intent_id, e.field, f"{e.field}: {e.rule}")
@@ -539,6 +537,29 @@ def _parse_attestation(data) -> tuple[Attestation | None, AttestationError | Non
         return Attestation.from_dict(data), None
     except AttestationError as e:
         return None, e
+
+
+def _requested_intent(item: IntentIn, attestation: Attestation | None) -> CheckoutIntent:
+    """The intent as the request states it, dated by its attestation, for `verify` to hold
+    against what was signed. Nearly always the signed intent itself: that already-validated
+    object is then used, instead of validating the same six values a second time."""
+    if attestation is not None and _states(item, attestation.intent):
+        return attestation.intent
+    timestamp = attestation.intent.timestamp_seconds if attestation else 1
+    return CheckoutIntent(item.intent_id, item.wallet, item.amount_cents, item.purpose,
+                          timestamp, item.reference)
+
+
+def _states(item: IntentIn, signed: CheckoutIntent) -> bool:
+    """Whether `item` says exactly what `signed` does. A wallet in all-lower or all-upper
+    case hex is the same wallet (mixed case must be the checksum form itself)."""
+    wallet, signed_hex = item.wallet, signed.wallet[2:]
+    return (
+        item.intent_id == signed.request_id and item.amount_cents == signed.amount_cents
+        and item.purpose == signed.merchant_id and item.reference == signed.reference
+        and wallet[:2] == "0x"
+        and wallet[2:] in (signed_hex, signed_hex.lower(), signed_hex.upper())
+    )
 
 
 def _attestation_refusal(error: AttestationError) -> _Refusal:
