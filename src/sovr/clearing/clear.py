@@ -241,7 +241,7 @@ def _chain(
         transfer = limits.charge_transfer(
             obligation.caller_id, obligation.intent_id, obligation_id, user_account, key,
             amount_cents, charge_id=ids.attestation_use_id(digest) if binds else None)
-        links.append(_Link(transfer, "charge", key.reason, f"limit {key.describe()}",
+        links.append(_Link(transfer, "charge", key.reason, f"limit {key.description}",
                            binds_attestation=binds))
     for link in links[:-1]:
         link.transfer.flags = LINKED

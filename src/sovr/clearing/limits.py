@@ -159,14 +159,15 @@ class LimitKey:
     kind: LimitKind
     period: Period
     sku: Sku | None = None
+    description: str = field(init=False, repr=False, compare=False)  # "SKU_DAILY MILK 2026-11-22"
+
+    def __post_init__(self) -> None:
+        sku = f" {self.sku.name}" if self.sku else ""
+        object.__setattr__(self, "description", f"{self.kind.name}{sku} {self.period.label}")
 
     @property
     def reason(self) -> RejectReason:
         return LIMIT_REASONS[self.kind]
-
-    def describe(self) -> str:
-        sku = f" {self.sku.name}" if self.sku else ""
-        return f"{self.kind.name}{sku} {self.period.label}"
 
     def account_id(self, user_account: int) -> int:
         return ids.limit_account_id(user_account, self.kind, self.period.label, self.sku)
@@ -227,17 +228,23 @@ def charges_for(legs: Sequence[Leg], at_utc: datetime) -> list[tuple[LimitKey, i
     Which limits apply depends only on the legs (so a retry builds the same chain); the
     period only picks which accounts.
     """
-    day, month = utc_day(at_utc), utc_month(at_utc)
+    keys = _limit_keys(tuple(leg.sku for leg in legs), utc_day(at_utc), utc_month(at_utc))
     total_cents = sum(leg.amount_cents for leg in legs)
-    charges = [(LimitKey(LimitKind.SKU_DAILY, day, leg.sku), leg.amount_cents)
-               for leg in legs if leg.sku is not None]
-    essentials_cents = sum(cents for _, cents in charges)
-    if charges:
-        charges.append((LimitKey(LimitKind.BUNDLE_DAILY, day), essentials_cents))
-    charges.append((LimitKey(LimitKind.USER_DAILY, day), total_cents))
-    charges.append((LimitKey(LimitKind.USER_MONTHLY, month), total_cents))
-    assert len({key for key, _ in charges}) == len(charges), "one charge per limit account"
-    return charges
+    sku_cents = [leg.amount_cents for leg in legs if leg.sku is not None]
+    essentials = [*sku_cents, sum(sku_cents)] if sku_cents else []
+    return list(zip(keys, [*essentials, total_cents, total_cents], strict=True))
+
+
+@functools.lru_cache(maxsize=256)  # a day's obligations share a handful of key sets
+def _limit_keys(skus: tuple[Sku | None, ...], day: Period, month: Period) -> tuple[LimitKey, ...]:
+    """The keys `charges_for` pairs with amounts: one per SKU leg, the bundle (if any SKU),
+    the user's day, the user's month."""
+    keys = [LimitKey(LimitKind.SKU_DAILY, day, sku) for sku in skus if sku is not None]
+    if keys:
+        keys.append(LimitKey(LimitKind.BUNDLE_DAILY, day))
+    keys += [LimitKey(LimitKind.USER_DAILY, day), LimitKey(LimitKind.USER_MONTHLY, month)]
+    assert len(set(keys)) == len(keys), "one charge per limit account"
+    return tuple(keys)
 
 
 # Preparing a period --------------------------------------------------------------------
@@ -264,10 +271,10 @@ def ensure_limit_accounts_many(
     if not pairs:
         return
     chart.ensure_accounts(
-        ledger, [(f"limit {k.describe()}", limit_account(u, k)) for u, k in pairs]
+        ledger, [(f"limit {k.description}", limit_account(u, k)) for u, k in pairs]
     )
     fundings = [funding_transfer(u, k, limits) for u, k in pairs]
     results = ledger.create_transfers(fundings)
     for (_, key), result in zip(pairs, results, strict=True):
         if result.status not in FUNDED:
-            raise ClearingError(f"funding limit {key.describe()}: ledger answered {result.status}")
+            raise ClearingError(f"funding limit {key.description}: ledger answered {result.status}")

@@ -70,6 +70,12 @@ class Obligation:
     attestation_digest: bytes | None = None
     # The id of leg 0: what the Credit Terminal reports as the transfer id (derived once).
     obligation_id: int = field(init=False, repr=False, compare=False)
+    # Everything the caller said, as one text (the narrative keeps it), and its 64-bit
+    # `fingerprint` (leg 0's `user_data_64`): the same intent id with any other content
+    # conflicts instead of passing as a duplicate. Made once: the chain and the narrative
+    # both need them, for every intent a terminal clears.
+    said: str = field(init=False, repr=False, compare=False)
+    fingerprint: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_text("caller_id", self.caller_id)
@@ -94,6 +100,12 @@ class Obligation:
             raise ObligationError("attestation_digest", "must be 32 bytes or None")
         object.__setattr__(self, "obligation_id",
                            intent_transfer_id(self.caller_id, self.intent_id, 0))
+        said = "\x1f".join((
+            "authorize" if timeout else "clear", self.user.canonical, str(self.amount_cents),
+            str(self.purpose_account_id), str(int(self.sku or 0)), self.reference, str(timeout),
+        ))
+        object.__setattr__(self, "said", said)
+        object.__setattr__(self, "fingerprint", fingerprint(said))
 
     def _check_purpose(self) -> None:
         purpose = self.purpose_account_id
@@ -117,22 +129,6 @@ class Obligation:
     def at_utc(self) -> datetime:
         return self.at.astimezone(UTC)
 
-
-    @property
-    def said(self) -> str:
-        """Everything the caller said about the intent, as one text (the narrative keeps it)."""
-        parts = (
-            "authorize" if self.timeout_seconds else "clear", self.user.canonical,
-            str(self.amount_cents), str(self.purpose_account_id), str(int(self.sku or 0)),
-            self.reference, str(self.timeout_seconds),
-        )
-        return "\x1f".join(parts)
-
-    @property
-    def fingerprint(self) -> int:
-        """64 bits identifying everything the caller said (leg 0's `user_data_64`): the same
-        intent id with any other content conflicts instead of passing as a duplicate."""
-        return fingerprint(self.said)
 
     def legs(self) -> tuple[Leg, ...]:
         if self.sku is None:
