@@ -109,6 +109,36 @@ def wait_for_health(base: str, timeout: float = 30.0) -> None:
     raise AssertionError("the terminal did not answer /v1/health")
 
 
+def assert_idle_connection_kept(port: int, idle_seconds: float) -> None:
+    """A keep-alive connection idle longer than uvicorn's default 5 s still serves: a client
+    pool (aiohttp keeps them 15 s) would otherwise meet a connection closed under it."""
+    request = f"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        for pause in (0, idle_seconds):
+            time.sleep(pause)
+            connection.sendall(request)
+            answer = read_response(connection)
+            assert answer.startswith(b"HTTP/1.1 200") and b'"ok"' in answer, (pause, answer)
+
+
+def read_response(connection: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response (headers and a Content-Length body); b"" if closed."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        assert chunk, "the connection closed in the middle of a response"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "Ctrl-C"])
 def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> None:
     """The README's first signed intent, against `sovr up` with two worker processes; then
@@ -123,6 +153,8 @@ def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> N
         with pytest.raises(sovr.ledger.LedgerLockedError):  # the main process holds it
             sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
         walk_through_the_readme(base, (tmp_path / "development-api-key").read_text().strip())
+        if stop == "SIGTERM":
+            assert_idle_connection_kept(port, idle_seconds=6)
         if stop == "Ctrl-C":
             os.killpg(process.pid, signal.SIGINT)
         else:

@@ -36,7 +36,7 @@ from sovr.ledger.local_server import LocalLedgerServer
 from sovr.mirror import cli as mirror_cli
 from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError
 from sovr.mirror.service import MirrorProcess, MirrorService
-from sovr.workers import WorkersFailing, serve_workers
+from sovr.workers import KEEP_ALIVE_SECONDS, WorkersFailing, serve_workers
 
 HELP = "\n\n".join(
     [
@@ -187,7 +187,7 @@ def _serve_in_this_process(settings: server.Settings, engine, attestor_) -> None
         server.tune_gc()
         uvicorn.Server(uvicorn.Config(
             network.app, host=settings.host, port=settings.port, log_config=None,
-            access_log=False, lifespan="off")).run()
+            access_log=False, lifespan="off", timeout_keep_alive=KEEP_ALIVE_SECONDS)).run()
     finally:
         network.close(ledger=False)  # `up` closes the engine it opened
 
@@ -330,7 +330,8 @@ def attestor(
         raise typer.Exit(1) from None
     console.print(f"attestor:  http://{settings.host}:{port}/v1/attestations (signer {signer})",
                   soft_wrap=True)
-    uvicorn.run(app_, host=settings.host, port=port, log_config=None, access_log=False)
+    uvicorn.run(app_, host=settings.host, port=port, log_config=None, access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 def parse_batch_sizes(value: str) -> list[int]:
