@@ -385,6 +385,11 @@ def bench_ledger(
             min=0.001, help="Wall-clock cap per batch size (alone or with --transfers)."
         ),
     ] = None,
+    random_ids: Annotated[
+        bool,
+        typer.Option(help="Random transfer ids, as the terminal's derived ids are, instead "
+                     "of time-based tigerbeetle.id()."),
+    ] = False,
 ) -> None:
     """Transfers/s and batch latency of a ledger.
 
@@ -420,7 +425,8 @@ def bench_ledger(
 
                 result = ledger_bench.run_ledger_bench(
                     ledger, accounts=accounts, batch_sizes=sizes, transfers=transfers,
-                    seconds=seconds, on_start=on_start, on_batch=on_batch,
+                    seconds=seconds, random_ids=random_ids, on_start=on_start,
+                    on_batch=on_batch,
                 )
                 progress.stop_task(current[0])
     except ledger_bench.BenchError as error:

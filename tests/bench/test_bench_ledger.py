@@ -45,6 +45,21 @@ def test_tiny_run_reports_exact_counts(tmp_path) -> None:
         assert sum(a.credits_posted for a in accounts) == sum(t.amount for t in transfers)
 
 
+def test_random_ids_are_not_in_time_order(tmp_path) -> None:
+    """--random-ids: ids drawn at random (as the terminal's are), so in timestamp order they
+    go up and down; tigerbeetle.id()s only go up."""
+    with sovr.ledger.connect("embedded://" + str(tmp_path / "ledger")) as ledger:
+        for random_ids in (False, True):
+            bench.run_ledger_bench(ledger, accounts=5, batch_sizes=(20,), transfers=40,
+                                   random_ids=random_ids)
+        transfers = sorted(all_of_ledger(ledger, ledger.query_transfers),
+                           key=lambda t: t.timestamp)
+    assert len(transfers) == 80
+    time_based, random_ = [t.id for t in transfers[:40]], [t.id for t in transfers[40:]]
+    assert time_based == sorted(time_based)
+    assert random_ != sorted(random_) and all(0 < i <= 2**127 for i in random_)
+
+
 def test_seconds_caps_each_batch_size(tmp_path) -> None:
     with sovr.ledger.connect("embedded://" + str(tmp_path / "ledger")) as ledger:
         result = bench.run_ledger_bench(ledger, accounts=10, batch_sizes=(1, 3), seconds=0.2)
@@ -115,7 +130,7 @@ def test_cli_with_url(tmp_path) -> None:
     result = CliRunner().invoke(
         app,
         ["bench", "ledger", "--url", url, "--accounts", "3", "--batch-sizes", "2",
-         "--transfers", "3"],
+         "--transfers", "3", "--random-ids"],
         env={"COLUMNS": "120"},
     )
     assert result.exit_code == 0, result.output
