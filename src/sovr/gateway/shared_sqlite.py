@@ -1,22 +1,47 @@
-"""SQLite files that several local processes share (API keys, the rejection log).
+"""SQLite files that several local processes share (API keys, the rejection log, the
+narrative log).
 
 WAL mode lets the terminal's worker processes read while one writes; `synchronous=FULL`
-makes a commit durable before it returns; a writer waits up to 10 s for another's lock
-instead of failing at once.
+makes a commit durable before it returns.
+
+Writers take turns on a lock file (`flock`) before SQLite's own write lock. SQLite alone
+makes a writer that finds the lock taken sleep 1, 2, 5, 10, 15, 20, 25… ms between tries,
+however soon the lock is free again: with two workers writing the narrative log ahead of
+every intent, that added 10–55 ms to single writes (one row) in the middle of an offered
+load whose median request takes 9 ms. The kernel wakes a `flock` waiter the moment the
+lock is released. SQLite's lock still decides; the busy timeout (10 s) still bounds a
+writer that does not take turns (another program).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 
+class SharedConnection(sqlite3.Connection):
+    """A connection to a shared file, with the lock file its writers take turns on."""
+
+    writer_lock_fd: int = -1
+
+    def close(self) -> None:
+        if self.writer_lock_fd >= 0:
+            os.close(self.writer_lock_fd)
+            self.writer_lock_fd = -1
+        super().close()
+
+
 def open_shared(path: Path, schema: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                         factory=SharedConnection)
+    db.writer_lock_fd = os.open(path.with_name(path.name + "-writer.lock"),
+                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     db.execute("PRAGMA busy_timeout=10000")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
@@ -30,14 +55,29 @@ SOURCE_ID_SCHEMA = "CREATE TABLE IF NOT EXISTS source (id TEXT NOT NULL);"
 @contextlib.contextmanager
 def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction, taking the write lock at once (a reader never has to upgrade
-    and fail), committed on success and rolled back on any exception."""
-    db.execute("BEGIN IMMEDIATE")
+    and fail), committed on success and rolled back on any exception. On a shared file it
+    first waits its turn among the writers (see the module docstring)."""
+    with _writers_turn(db):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+@contextlib.contextmanager
+def _writers_turn(db: sqlite3.Connection) -> Iterator[None]:
+    fd = getattr(db, "writer_lock_fd", -1)
+    if fd < 0:
+        yield
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        yield db
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def source_id(db: sqlite3.Connection) -> str:
