@@ -149,7 +149,8 @@ def test_up_serves_the_readme_walkthrough_and_stops_cleanly(tmp_path, stop) -> N
         output = read_until(process, "Ctrl-C or SIGTERM stops.")
         assert f"http://127.0.0.1:{port}/v1" in output and "2 worker processes" in output
         base = f"http://127.0.0.1:{port}"
-        wait_for_health(base)
+        # "ready" means answering: a client that connects at once is served, first try.
+        assert httpx.get(base + "/v1/health", timeout=10).status_code == 200
         with pytest.raises(sovr.ledger.LedgerLockedError):  # the main process holds it
             sovr.ledger.connect("embedded://" + str(tmp_path / "ledger"))
         walk_through_the_readme(base, (tmp_path / "development-api-key").read_text().strip())

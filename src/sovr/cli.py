@@ -36,7 +36,7 @@ from sovr.ledger.local_server import LocalLedgerServer
 from sovr.mirror import cli as mirror_cli
 from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError
 from sovr.mirror.service import MirrorProcess, MirrorService
-from sovr.workers import KEEP_ALIVE_SECONDS, WorkersFailing, serve_workers
+from sovr.workers import KEEP_ALIVE_SECONDS, ServingServer, WorkersFailing, serve_workers
 
 HELP = "\n\n".join(
     [
@@ -185,9 +185,10 @@ def _serve_in_this_process(settings: server.Settings, engine, attestor_) -> None
                              server.allowed_signers(attestor_))
     try:
         server.tune_gc()
-        uvicorn.Server(uvicorn.Config(
+        ServingServer(uvicorn.Config(
             network.app, host=settings.host, port=settings.port, log_config=None,
-            access_log=False, lifespan="off", timeout_keep_alive=KEEP_ALIVE_SECONDS)).run()
+            access_log=False, lifespan="off", timeout_keep_alive=KEEP_ALIVE_SECONDS),
+            on_serving=_ready).run()
     finally:
         network.close(ledger=False)  # `up` closes the engine it opened
 
@@ -212,7 +213,7 @@ def _shared_ledger(settings: server.Settings, engine) -> Iterator[str | None]:
 def _serve_with_workers(settings: server.Settings, shared_url: str) -> None:
     os.environ[server.WORKER_LEDGER_URL] = shared_url
     server.tune_gc()  # this process holds the engine: its full collections stalled every call
-    serve_workers(settings.workers, settings.host, settings.port)
+    serve_workers(settings.workers, settings.host, settings.port, on_serving=_ready)
 
 
 def _announce(settings: server.Settings, attestor_address: str, development: bool,
@@ -241,6 +242,10 @@ def _announce(settings: server.Settings, attestor_address: str, development: boo
     else:
         console.print("API key:   create one with `sovr keys create --caller NAME --scope "
                       "studio`", soft_wrap=True)
+
+
+def _ready() -> None:
+    """Said once the terminal answers requests: a client may connect the moment it reads it."""
     console.print("[green]ready[/green]. Ctrl-C or SIGTERM stops.")
 
 

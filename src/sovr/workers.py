@@ -20,6 +20,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+
+import uvicorn
 
 log = logging.getLogger("sovr.workers")
 STOP_TIMEOUT_SECONDS = 30
@@ -38,9 +41,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int) -> None:
-    import uvicorn
-
+def _worker(host: str, port: int, serving) -> None:
     from sovr.processes import watch_parent
     from sovr.server import close_worker_app, worker_app
 
@@ -59,7 +60,7 @@ def _worker(host: str, port: int) -> None:
     # `sovr up` SIGKILLed runs no exit code: the worker stops itself, as on SIGTERM.
     watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        ServingServer(config, on_serving=serving.set).run(sockets=[sock])
     finally:
         close_worker_app()
 
@@ -68,7 +69,11 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def serve_workers(count: int, host: str, port: int) -> None:
+def serve_workers(count: int, host: str, port: int,
+                  on_serving: Callable[[], None] = lambda: None) -> None:
+    """Run `count` workers until SIGINT or SIGTERM, restarting any that dies; `on_serving()`
+    once every worker answers requests (its app built, its socket served), not before: a
+    client told "ready" may connect at once."""
     assert count >= 1
     try:  # fail here, in the parent, if the port is taken
         _listening_socket(host, port).close()
@@ -83,7 +88,11 @@ def serve_workers(count: int, host: str, port: int) -> None:
     try:
         workers = [_start(context, host, port) for _ in range(count)]
         log.info("terminal workers started", extra={"pids": [w.pid for w in workers]})
-        while not stop.wait(0.5):
+        announced = False
+        while not stop.wait(0.5 if announced else 0.02):
+            if not announced and all(w.serving.is_set() for w in workers):
+                on_serving()
+                announced = True
             for index, worker in enumerate(workers):
                 if worker.is_alive():
                     continue
@@ -109,10 +118,26 @@ def serve_workers(count: int, host: str, port: int) -> None:
 
 
 def _start(context, host: str, port: int):
-    process = context.Process(target=_worker, args=(host, port), name="sovr-terminal-worker")
+    serving = context.Event()
+    process = context.Process(target=_worker, args=(host, port, serving),
+                              name="sovr-terminal-worker")
+    process.serving = serving
     process.start()
     process.started_at = time.monotonic()
     return process
+
+
+class ServingServer(uvicorn.Server):
+    """A uvicorn Server that calls `on_serving()` once it serves requests."""
+
+    def __init__(self, config: uvicorn.Config, *, on_serving: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_serving = on_serving
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_serving()
 
 
 class WorkersFailing(RuntimeError):
