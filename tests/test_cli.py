@@ -50,14 +50,19 @@ def start_up(data_dir, port: int = 0) -> subprocess.Popen:
 
 @contextlib.contextmanager
 def running_up(data_dir, port: int) -> Iterator[subprocess.Popen]:
-    """`sovr up`, killed at the end if the test did not stop it."""
+    """`sovr up`, stopped at the end if the test did not stop it (SIGTERM first, so a failed
+    test does not leave its embedded PostgreSQL running; SIGKILL if that takes too long)."""
     process = start_up(data_dir, port)
     try:
         yield process
     finally:
         if process.poll() is None:
-            process.kill()
-            process.communicate()
+            process.terminate()
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
 
 
 def stop_up(process: subprocess.Popen) -> tuple[str, str]:
