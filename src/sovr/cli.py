@@ -36,7 +36,13 @@ from sovr.ledger.local_server import LocalLedgerServer
 from sovr.mirror import cli as mirror_cli
 from sovr.mirror.postgres import MirrorDatabase, MirrorDatabaseError
 from sovr.mirror.service import MirrorProcess, MirrorService
-from sovr.workers import KEEP_ALIVE_SECONDS, ServingServer, WorkersFailing, serve_workers
+from sovr.workers import (
+    KEEP_ALIVE_SECONDS,
+    ServingServer,
+    WorkersFailing,
+    serve_workers,
+    terminal_config,
+)
 
 HELP = "\n\n".join(
     [
@@ -185,10 +191,8 @@ def _serve_in_this_process(settings: server.Settings, engine, attestor_) -> None
                              server.allowed_signers(attestor_))
     try:
         server.tune_gc()
-        ServingServer(uvicorn.Config(
-            network.app, host=settings.host, port=settings.port, log_config=None,
-            access_log=False, lifespan="off", timeout_keep_alive=KEEP_ALIVE_SECONDS),
-            on_serving=_ready).run()
+        ServingServer(terminal_config(network.app, host=settings.host, port=settings.port),
+                      on_serving=_ready).run()
     finally:
         network.close(ledger=False)  # `up` closes the engine it opened
 

@@ -28,6 +28,11 @@ log = logging.getLogger("sovr.workers")
 STOP_TIMEOUT_SECONDS = 30
 QUICK_DEATH_SECONDS = 5.0  # a worker that dies sooner failed at start, not under load
 QUICK_DEATHS_MAX = 3
+# Idle keep-alive connections are kept 75 s, not uvicorn's 5: a client pool reuses an idle
+# connection for up to its own timeout (aiohttp's is 15 s), and a server that closed it
+# first fails that client's next request ("Can not write request body", seen in
+# `sovr bench terminal` after a 6 s pause). Longer than the usual client timeouts, as load
+# balancers do.
 KEEP_ALIVE_SECONDS = 75
 
 
@@ -46,13 +51,7 @@ def _worker(host: str, port: int, serving) -> None:
     from sovr.server import close_worker_app, worker_app
 
     sock = _listening_socket(host, port)
-    # Idle keep-alive connections are kept 75 s, not uvicorn's 5: a client pool reuses an
-    # idle connection for up to its own timeout (aiohttp's is 15 s), and a server that closed
-    # it first fails that client's next request ("Can not write request body", seen in
-    # `sovr bench terminal` after a 6 s pause). Longer than the usual client timeouts, as
-    # load balancers do.
-    config = uvicorn.Config(worker_app, factory=True, log_config=None, access_log=False,
-                            lifespan="off", timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    config = terminal_config(worker_app, factory=True)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again for
     # the handler it found: this one, so the worker closes what it opened (its recovery
     # process, its files) instead of dying at once by the default action.
@@ -63,6 +62,14 @@ def _worker(host: str, port: int, serving) -> None:
         ServingServer(config, on_serving=serving.set).run(sockets=[sock])
     finally:
         close_worker_app()
+
+
+def terminal_config(app, **where) -> uvicorn.Config:
+    """How uvicorn serves the terminal, in a worker process or in `sovr up` itself: JSON
+    logs (ours), no access log (the gateway writes it), no lifespan events (the app is
+    built and closed by sovr), idle connections kept `KEEP_ALIVE_SECONDS`."""
+    return uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                          timeout_keep_alive=KEEP_ALIVE_SECONDS, **where)
 
 
 def _exit_on_sigterm(signum, frame) -> None:
