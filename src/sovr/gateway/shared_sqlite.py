@@ -36,7 +36,7 @@ class SharedConnection(sqlite3.Connection):
         super().close()
 
 
-def open_shared(path: Path, schema: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
+def open_shared(path: Path, schema: str, *, synchronous: str = "FULL") -> SharedConnection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                          factory=SharedConnection)
@@ -53,10 +53,10 @@ SOURCE_ID_SCHEMA = "CREATE TABLE IF NOT EXISTS source (id TEXT NOT NULL);"
 
 
 @contextlib.contextmanager
-def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def write_transaction(db: SharedConnection) -> Iterator[SharedConnection]:
     """One write transaction, taking the write lock at once (a reader never has to upgrade
-    and fail), committed on success and rolled back on any exception. On a shared file it
-    first waits its turn among the writers (see the module docstring)."""
+    and fail), committed on success and rolled back on any exception; first, its turn
+    among the file's writers (see the module docstring)."""
     with _writers_turn(db):
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -68,11 +68,9 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 @contextlib.contextmanager
-def _writers_turn(db: sqlite3.Connection) -> Iterator[None]:
-    fd = getattr(db, "writer_lock_fd", -1)
-    if fd < 0:
-        yield
-        return
+def _writers_turn(db: SharedConnection) -> Iterator[None]:
+    fd = db.writer_lock_fd
+    assert fd >= 0, "a write on a shared file opened by open_shared and not closed"
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         yield
@@ -80,7 +78,7 @@ def _writers_turn(db: sqlite3.Connection) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def source_id(db: sqlite3.Connection) -> str:
+def source_id(db: SharedConnection) -> str:
     """This file's random, permanent name: what a reader's checkpoint for it is keyed by
     (host names and paths repeat across machines; this does not)."""
     with write_transaction(db):
