@@ -4,13 +4,16 @@ its recovery paths and its derived index."""
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
+import time
 
 import pytest
 import tigerbeetle as tb
 
 import sovr.ledger
+from sovr.ledger.embedded.store import INDEX_SOURCES
 
 BOTH = tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS
 
@@ -255,8 +258,7 @@ def test_queries_stay_exact_while_a_frozen_tier_is_flushed(url, tmp_path, monkey
         # The flush's commit, as if it had just happened and not yet been seen by the indexer.
         db = sqlite3.connect(tmp_path / "ledger" / "index.sqlite3", uri=True)
         db.execute("ATTACH DATABASE ? AS f", (frozen.uri,))
-        for table in ("transfer_accounts", "transfer_user_data_128", "transfer_user_data_64",
-                      "transfer_user_data_32", "transfer_ledger", "transfer_code"):
+        for table in INDEX_SOURCES:
             db.execute(f"INSERT INTO main.{table} SELECT * FROM f.{table}")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (frozen.top,))
         db.commit()
@@ -270,3 +272,118 @@ def test_queries_stay_exact_while_a_frozen_tier_is_flushed(url, tmp_path, monkey
                          1 + n % 2))
             check_index(ledger, made, a)
         assert indexer.watermark() >= frozen.top
+
+
+# -- the transfer id index (store.RecentIds) ------------------------------------------------
+
+
+def random_id() -> int:
+    """An id like the terminal's (a hash): anywhere below the ids already stored."""
+    return secrets.randbits(126) + 1
+
+
+def hold(ledger: sovr.ledger.Ledger, debit: int, credit: int, count: int) -> list[tb.Transfer]:
+    holds = [tb.Transfer(id=random_id(), debit_account_id=debit, credit_account_id=credit,
+                         amount=1, ledger=1, code=1, flags=tb.TransferFlags.PENDING)
+             for _ in range(count)]
+    for transfer in holds:  # one batch each: every few fill a memory tier of 4
+        [result] = ledger.create_transfers([transfer])
+        assert result.status == tb.CreateTransferStatus.CREATED, result
+    return holds
+
+
+def settle(ledger: sovr.ledger.Ledger, holds: list[tb.Transfer], flag: int) -> None:
+    results = ledger.create_transfers([
+        tb.Transfer(id=random_id(), pending_id=h.id, amount=h.amount, ledger=1, code=1,
+                    flags=flag) for h in holds])
+    assert [r.status for r in results] == [tb.CreateTransferStatus.CREATED] * len(holds)
+
+
+def assert_every_id_found(ledger: sovr.ledger.Ledger, holds: list[tb.Transfer]) -> None:
+    assert [t.id for t in ledger.lookup_transfers([h.id for h in holds])] == [
+        h.id for h in holds]
+    retried = ledger.create_transfers(holds)  # the same transfers again
+    assert {r.status for r in retried} == {tb.CreateTransferStatus.EXISTS}
+
+
+def wait_for_flush(ledger: sovr.ledger.Ledger) -> None:
+    deadline = time.monotonic() + 30
+    while ledger._store.indexer.watermark() == 0:
+        assert time.monotonic() < deadline, "the indexer flushed nothing in 30 s"
+        ledger._store.indexer.notify()
+        time.sleep(0.01)
+
+
+def test_a_stored_id_is_found_in_memory_in_the_index_file_and_after_a_reopen(
+    url, tmp_path, monkeypatch
+):
+    """Ids live in memory, then in the index file: a retry is EXISTS and a pending transfer
+    can be posted or voided by id wherever its entry is, after a reopen (memory read back
+    from the transfers), and after the index file is lost (rebuilt), and memory holds only
+    the ids the file does not."""
+    monkeypatch.setattr("sovr.ledger.embedded.store.RECENT_TRANSFERS_MAX", 4)
+    with sovr.ledger.connect(url) as ledger:
+        a, b = open_accounts(ledger, 2)
+        holds = hold(ledger, a, b, 30)
+        wait_for_flush(ledger)
+        holds += hold(ledger, a, b, 3)  # adding prunes what the file now holds
+        recent = ledger._store.recent_ids._timestamps
+        assert 0 < len(recent) < 30
+        assert_every_id_found(ledger, holds)
+        settle(ledger, holds[:5], tb.TransferFlags.POST_PENDING_TRANSFER)  # in the file
+        settle(ledger, holds[-2:], tb.TransferFlags.VOID_PENDING_TRANSFER)  # in memory
+    with sovr.ledger.connect(url) as ledger:
+        assert_every_id_found(ledger, holds)
+        settle(ledger, holds[5:10], tb.TransferFlags.VOID_PENDING_TRANSFER)
+    for name in os.listdir(tmp_path / "ledger"):
+        if name.startswith("index.sqlite3"):
+            os.remove(tmp_path / "ledger" / name)
+    with sovr.ledger.connect(url) as ledger:
+        # 33 holds and 12 settlements: more than two memory tiers behind, so the file is
+        # rebuilt on open before the rest is read into memory.
+        assert len(ledger._store.recent_ids._timestamps) <= 2 * 4
+        assert_every_id_found(ledger, holds)
+        settle(ledger, holds[10:12], tb.TransferFlags.POST_PENDING_TRANSFER)
+        assert balances(ledger, [a, b]) == [(33 - 14, 7, 0, 0), (0, 0, 33 - 14, 7)]
+
+
+def test_a_version_1_ledger_is_upgraded_with_its_history_intact(url, tmp_path):
+    """Version 1 had a unique index on transfers.id in the main file and expiries found
+    their pending transfer by id; its index file had no id index. Opening it upgrades
+    both, and the change feed (the engine's and the mirror's reader) reads the same."""
+    from sovr.ledger.embedded.feed import EmbeddedFeed
+
+    with sovr.ledger.connect(url) as ledger:
+        a, b = open_accounts(ledger, 2)
+        holds = hold(ledger, a, b, 3)
+        [expiring] = ledger.create_transfers([tb.Transfer(
+            id=random_id(), debit_account_id=a, credit_account_id=b, amount=2, ledger=1,
+            code=1, flags=tb.TransferFlags.PENDING, timeout=1)])
+        deadline = time.monotonic() + 10
+        while len(events := ledger.get_change_events()) < 5:
+            assert time.monotonic() < deadline, "the hold did not expire"
+            time.sleep(0.1)
+        assert events[-1].type == sovr.ledger.ChangeEventType.TWO_PHASE_EXPIRED
+    main = sqlite3.connect(tmp_path / "ledger" / "ledger.sqlite3")
+    main.execute("CREATE UNIQUE INDEX transfers_id ON transfers (id)")
+    main.execute("ALTER TABLE expiries DROP COLUMN pending_timestamp")
+    main.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    main.commit()
+    main.close()
+    index = sqlite3.connect(tmp_path / "ledger" / "index.sqlite3")
+    index.execute("DROP TABLE transfer_id")
+    index.execute("DELETE FROM meta WHERE key = 'version'")
+    index.commit()
+    index.close()
+    with sovr.ledger.connect(url) as ledger:
+        assert ledger.get_change_events() == events
+        with EmbeddedFeed(str(tmp_path / "ledger")) as feed:
+            assert feed.get_change_events() == events
+        assert_every_id_found(ledger, holds)
+        settle(ledger, holds, tb.TransferFlags.POST_PENDING_TRANSFER)
+        assert balances(ledger, [a, b]) == [(0, 3, 0, 0), (0, 0, 0, 3)]
+    main = sqlite3.connect(tmp_path / "ledger" / "ledger.sqlite3")
+    assert main.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (2,)
+    assert main.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'transfers_id'").fetchone() == (0,)
+    main.close()

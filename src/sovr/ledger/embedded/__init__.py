@@ -338,8 +338,8 @@ class EmbeddedLedger:
             if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
                 return []
             rows = queries.change_event_rows(self._store, timestamp_min, timestamp_max, limit)
-            pending_ids = [r.pending_id for r in rows if r.pending_id]
-            expired = {t[0]: t for t in self._store.load_transfers(pending_ids)}
+            pending = [r.pending_timestamp for r in rows if r.transfer is None]
+            expired = {t[0]: t for t in self._store.transfers_at(pending)}
             account_ids = {i for r in rows for i in r.account_ids()}
             account_ids.update(i for t in expired.values() for i in (t[1], t[2]))
             accounts = self._view(account_ids, {}).accounts

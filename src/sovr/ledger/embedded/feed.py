@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from sovr.ledger import validation
 from sovr.ledger.embedded import queries
-from sovr.ledger.embedded.store import select_accounts, select_transfers
+from sovr.ledger.embedded.store import select_accounts, select_transfers_at
 from sovr.ledger.types import CHANGE_EVENTS_LIMIT_MAX, ChangeEvent, LedgerError
 
 ACCOUNTS_CACHED_MAX = 1_000_000
@@ -45,7 +45,7 @@ class EmbeddedFeed:
 
     def get_change_events(self, timestamp_min: int = 0, timestamp_max: int = 0,
                           limit: int = CHANGE_EVENTS_LIMIT_MAX) -> list[ChangeEvent]:
-        page = self._page(queries.change_event_rows, _row_pending_ids, _row_account_ids,
+        page = self._page(queries.change_event_rows, _row_pending_timestamps, _row_account_ids,
                           timestamp_min, timestamp_max, limit)
         if page is None:
             return []
@@ -56,7 +56,8 @@ class EmbeddedFeed:
                                 limit: int = CHANGE_EVENTS_LIMIT_MAX) -> list[tuple]:
         """`get_change_events`' events as tuples of `ChangeEvent`'s fields, in field order,
         with the type and flags as plain ints."""
-        page = self._page(queries.change_event_source, queries.ChangeEventSource.pending_ids,
+        page = self._page(queries.change_event_source,
+                          queries.ChangeEventSource.pending_timestamps,
                           queries.ChangeEventSource.account_ids,
                           timestamp_min, timestamp_max, limit)
         if page is None:
@@ -64,19 +65,19 @@ class EmbeddedFeed:
         source, expired = page
         return queries.change_event_tuples(source, self._accounts, expired)
 
-    def _page(self, read, pending_ids, account_ids, timestamp_min: int, timestamp_max: int,
-              limit: int):
+    def _page(self, read, pending_timestamps, account_ids, timestamp_min: int,
+              timestamp_max: int, limit: int):
         """(what `read` gives for the filter, the pending transfers its expiries name, by
         id), with every account either names loaded, all in one read transaction (one
-        commit's state); None for a filter that selects nothing. `pending_ids(page)` and
-        `account_ids(page)` say what the page names."""
+        commit's state); None for a filter that selects nothing. `pending_timestamps(page)`
+        and `account_ids(page)` say what the page names."""
         validation.check_change_events_filter(timestamp_min, timestamp_max, limit)
         if not queries.range_valid(timestamp_min, timestamp_max) or limit == 0:
             return None
         self.db.execute("BEGIN")
         try:
             page = read(self, timestamp_min, timestamp_max, limit)
-            expired = {t[0]: t for t in select_transfers(self.db, pending_ids(page))}
+            expired = {t[0]: t for t in select_transfers_at(self.db, pending_timestamps(page))}
             ids = account_ids(page)
             ids.update(i for t in expired.values() for i in (t[1], t[2]))
             self._load_accounts(ids)
@@ -102,8 +103,8 @@ class EmbeddedFeed:
         self.close()
 
 
-def _row_pending_ids(rows: list[queries.ChangeEventRow]) -> list[int]:
-    return [r.pending_id for r in rows if r.pending_id]
+def _row_pending_timestamps(rows: list[queries.ChangeEventRow]) -> list[int]:
+    return [r.pending_timestamp for r in rows if r.transfer is None]
 
 
 def _row_account_ids(rows: list[queries.ChangeEventRow]) -> set[int]:

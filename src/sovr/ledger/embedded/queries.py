@@ -206,9 +206,10 @@ def query_accounts(store: Store, q: QueryFilterQuery) -> list[tuple]:
 @dataclass(frozen=True, slots=True)
 class ChangeEventRow:
     timestamp: int
-    transfer: tuple | None  # None for an expiry: the pending transfer is looked up by id.
+    transfer: tuple | None  # None for an expiry: the pending transfer is looked up.
     pending_id: int  # The expired pending transfer's id, for an expiry.
     event: bytes
+    pending_timestamp: int = 0  # The expired pending transfer's timestamp, for an expiry.
 
     def account_ids(self) -> tuple[int, ...]:
         if self.transfer is None:
@@ -227,15 +228,17 @@ def change_event_rows(
     )
     expiries = _expiry_rows(store, low, high, limit)
     rows = [ChangeEventRow(r[12], codec.transfer_from_row(r), 0, r[13]) for r in transfers]
-    rows_expired = [ChangeEventRow(r[0], None, codec.from_u128(r[1]), r[2]) for r in expiries]
+    rows_expired = [ChangeEventRow(r[0], None, codec.from_u128(r[1]), r[2], r[3])
+                    for r in expiries]
     merged = heapq.merge(rows, rows_expired, key=lambda row: row.timestamp)
     return [row for row, _ in zip(merged, range(limit), strict=False)]
 
 
 def _expiry_rows(store: Store, low: int, high: int, limit: int) -> list[tuple]:
-    """(timestamp, pending id as stored, event) of the expiries in [low, high]."""
+    """(timestamp, pending id as stored, event, pending timestamp) of the expiries in
+    [low, high]."""
     return store.query(
-        "SELECT timestamp, pending_id, event FROM expiries "
+        "SELECT timestamp, pending_id, event, pending_timestamp FROM expiries "
         "WHERE timestamp BETWEEN ? AND ? ORDER BY timestamp LIMIT ?",
         (low, high, limit),
     )
@@ -303,8 +306,9 @@ _EXPIRED = int(ChangeEventType.TWO_PHASE_EXPIRED)
 @dataclass(slots=True)
 class ChangeEventSource:
     """What a page of change events is built from: `transfers` rows (TRANSFER_COLUMNS,
-    event, type, plain) and `expiries` rows (timestamp, pending_id decoded, event), each in
-    timestamp order; the stored transfers and accounts they name are looked up by the caller."""
+    event, type, plain) and `expiries` rows (timestamp, pending_id decoded, event, pending
+    transfer's timestamp), each in timestamp order; the stored transfers and accounts they
+    name are looked up by the caller."""
 
     transfers: list[tuple]
     expiries: list[tuple]
@@ -316,8 +320,8 @@ class ChangeEventSource:
         stored.update(r[2] for r in self.transfers)
         return {codec.from_u128(i) for i in stored}
 
-    def pending_ids(self) -> list[int]:
-        return [r[1] for r in self.expiries]
+    def pending_timestamps(self) -> list[int]:
+        return [r[3] for r in self.expiries]
 
 
 def change_event_source(store: Store, timestamp_min: int, timestamp_max: int,
@@ -326,7 +330,7 @@ def change_event_source(store: Store, timestamp_min: int, timestamp_max: int,
     transfers = store.query(_TRANSFER_EVENTS_SQL, (low, high, limit))
     expiries = _expiry_rows(store, low, high, limit)
     return ChangeEventSource(
-        transfers, [(r[0], codec.from_u128(r[1]), r[2]) for r in expiries], limit)
+        transfers, [(r[0], codec.from_u128(r[1]), r[2], r[3]) for r in expiries], limit)
 
 
 def change_event_tuples(source: ChangeEventSource, accounts: dict[int, list],
