@@ -103,3 +103,24 @@ def test_one_narrative_delivered_by_two_outboxes_is_stored_once_and_verifies(
         assert audit.verify(conn) == []
     for log in logs:
         log.close()
+
+
+def test_a_retry_appended_twice_to_one_outbox_is_stored_once_and_verifies(tmp_path, mirror_url):
+    """The outbox does not deduplicate (see `sovr.terminal.narratives`); the mirror does,
+    and its audit row covers only what it stored."""
+    from sovr.mirror import audit
+    from sovr.mirror.outbox import narrative_step
+    from sovr.terminal.narratives import Narrative, NarrativeLog
+
+    told = Narrative(12345, 678, "obligation", "studio", "intent-1", "clear\x1fsaid")
+    other = Narrative(999, 1, "obligation", "studio", "intent-2", "clear\x1fother")
+    log = NarrativeLog(tmp_path / "t1.sqlite3", "t1")
+    log.record_many([told, other])
+    log.record_many([told])  # the client retried intent-1
+    with psycopg.connect(mirror_url) as conn:
+        moved = narrative_step(conn, log).run_once()
+        stored = conn.execute(
+            "SELECT intent_id, count(*) FROM narratives GROUP BY intent_id ORDER BY 1").fetchall()
+        assert moved == 3 and stored == [("intent-1", 1), ("intent-2", 1)]
+        assert audit.verify(conn) == []
+    log.close()

@@ -83,3 +83,39 @@ def test_rejection_log_is_durable_ordered_and_answers_the_first_rejection(tmp_pa
         assert [r.intent_id for r in reopened.read(after_seq=seqs[0])] == ["order-2", "order-1"]
     finally:
         reopened.close()
+
+
+def test_a_version_0_narrative_log_is_upgraded_keeping_every_row_and_seq(tmp_path: Path) -> None:
+    """Version 0 deduplicated with a unique index (see `sovr.terminal.narratives`): opening
+    it drops the index and keeps the rows and their seqs (the mirror's cursor), and a
+    retry's narrative is then appended like any other."""
+    import sqlite3
+
+    from sovr.terminal.narratives import COLUMNS, Narrative, NarrativeLog
+
+    path = tmp_path / "narratives.sqlite3"
+    told = [Narrative(n, 10 + n, "obligation", "studio", f"intent-{n}", f"said {n}")
+            for n in range(1, 4)]
+    log = NarrativeLog(path, "t1")
+    log.record_many(told)
+    log.close()
+    db = sqlite3.connect(path)  # as version 0 left it: the unique index, user_version 0
+    db.execute("CREATE UNIQUE INDEX v0_unique ON narratives (obligation_id, fingerprint)")
+    db.execute("DELETE FROM narratives WHERE seq = 3")  # the sequence stays at 3
+    db.execute("PRAGMA user_version = 0")
+    db.commit()
+    db.close()
+    log = NarrativeLog(path, "t1")
+    try:
+        log.record_many([told[0]])  # a retry: appended, the mirror keeps the first
+        rows = log.read()
+        assert [(r[0], r[5]) for r in rows] == [(1, "intent-1"), (2, "intent-2"),
+                                                (4, "intent-1")]
+        said = COLUMNS.index("said")
+        assert [r[said] for r in rows] == ["said 1", "said 2", "said 1"]
+    finally:
+        log.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    assert [r for r in db.execute("PRAGMA index_list(narratives)") if r[2]] == []
+    db.close()
