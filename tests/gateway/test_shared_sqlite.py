@@ -41,3 +41,35 @@ def test_a_writer_waits_for_its_turn_and_goes_as_soon_as_it_is_free(tmp_path) ->
     db.close()
     reader.close()
     assert db.writer_lock_fd == -1  # closed with the connection
+
+
+def _open_write_and_close(path: str, start: object) -> None:
+    from pathlib import Path
+
+    start.wait()
+    db = open_shared(Path(path), SCHEMA)
+    with write_transaction(db) as connection:
+        connection.execute("INSERT INTO rows (value) VALUES (1)")
+    db.close()
+
+
+def test_processes_opening_a_new_file_at_once_all_open_it(tmp_path) -> None:
+    """`sovr up`'s worker processes open the same files at the same moment; one of them
+    used to die at start-up with "database is locked" from `PRAGMA journal_mode=WAL` (it
+    returns busy without waiting while another process is setting the file up)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(20):
+        path = tmp_path / f"shared-{attempt}.sqlite3"
+        start = context.Barrier(4)
+        openers = [context.Process(target=_open_write_and_close, args=(str(path), start))
+                   for _ in range(4)]
+        for process in openers:
+            process.start()
+        for process in openers:
+            process.join(30)
+        assert [p.exitcode for p in openers] == [0] * 4, f"attempt {attempt}"
+        db = open_shared(path, SCHEMA)
+        assert db.execute("SELECT count(*) FROM rows").fetchone() == (4,)
+        db.close()

@@ -43,9 +43,17 @@ def open_shared(path: Path, schema: str, *, synchronous: str = "FULL") -> Shared
     db.writer_lock_fd = os.open(path.with_name(path.name + "-writer.lock"),
                                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     db.execute("PRAGMA busy_timeout=10000")
-    db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
-    db.executescript(schema)
+    # In its turn: two processes switching a new file to WAL at once deadlock on upgrading
+    # their shared locks, and SQLite answers one "database is locked" at once, busy timeout
+    # or not (a worker of `sovr up` died of it at start-up).
+    try:
+        with _writers_turn(db):
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(schema)
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
