@@ -387,3 +387,20 @@ def test_a_version_1_ledger_is_upgraded_with_its_history_intact(url, tmp_path):
     assert main.execute(
         "SELECT count(*) FROM sqlite_master WHERE name = 'transfers_id'").fetchone() == (0,)
     main.close()
+
+
+def test_the_write_ahead_log_is_started_over_under_steady_load(url, tmp_path, monkeypatch):
+    """A commit lands during every passive checkpoint under steady load, so SQLite alone
+    never starts the log over and it grows without bound; the checkpointer restarts it."""
+    monkeypatch.setattr("sovr.ledger.embedded.store.WAL_RESTART_FRAMES", 256)  # 1 MiB
+    monkeypatch.setattr("sovr.ledger.embedded.store.WAL_CHECKPOINT_INTERVAL_SECONDS", 0.05)
+    wal = tmp_path / "ledger" / "ledger.sqlite3-wal"
+    with sovr.ledger.connect(url) as ledger:
+        a, b = open_accounts(ledger, 2)
+        for _ in range(400):  # ~60,000 transfers, back to back: ~18 MiB of log without restarts
+            results = ledger.create_transfers([
+                tb.Transfer(id=random_id(), debit_account_id=a, credit_account_id=b, amount=1,
+                            ledger=1, code=1) for _ in range(150)])
+            assert {r.status for r in results} == {tb.CreateTransferStatus.CREATED}
+        assert wal.stat().st_size < 8 << 20
+        assert balances(ledger, [a, b]) == [(0, 60_000, 0, 0), (0, 0, 0, 60_000)]
