@@ -34,7 +34,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sovr.ledger.embedded import codec
@@ -214,9 +214,7 @@ class Store:
     def _upgrade_from_version_1(self) -> None:
         """Version 1 kept a unique index on `transfers.id` in this file (see `RecentIds` for
         why it moved), and expiries found their pending transfer through it."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate_transaction(self.db) as db:
             db.execute("ALTER TABLE expiries ADD COLUMN pending_timestamp INTEGER NOT NULL "
                        "DEFAULT 0")
             # NOT NULL: an expiry whose pending transfer is missing fails the upgrade loudly.
@@ -225,10 +223,6 @@ class Store:
             db.execute("DROP INDEX transfers_id")
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                        (SCHEMA_VERSION,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         self.recent_ids.close()
@@ -465,6 +459,17 @@ class Store:
                                   limit, descending=descending)
 
 
+@contextlib.contextmanager
+def _immediate_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 def _acquire_lock(directory: str):
     lock_file = open(os.path.join(directory, "LOCK"), "a+")  # noqa: SIM115 - held until close
     try:
@@ -546,17 +551,12 @@ class Indexer:
         row = db.execute("SELECT value FROM main.meta WHERE key = 'version'").fetchone()
         if row is not None and row[0] == INDEX_VERSION:
             return
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate_transaction(db):
             for table in INDEX_SOURCES:
                 db.execute(f"DELETE FROM main.{table}")
             db.execute("DELETE FROM main.meta")
             db.execute("INSERT INTO main.meta (key, value) VALUES ('version', ?)",
                        (INDEX_VERSION,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def notify(self) -> None:
         self._wake.set()
