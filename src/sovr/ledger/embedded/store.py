@@ -766,13 +766,14 @@ class RecentIds:
     the index file in key order by the indexer's thread), the same run held 70,000-88,000
     transfers/s (10-13 µs) to 900,000 and 56,000/s at a million, with a 0.3 GB WAL.
 
-    Every id is in exactly one of two places: the transfers after the index file's
-    watermark are in `_timestamps` (id → timestamp, in commit order, which is timestamp
-    order), the others in the file. Entries leave memory only once a watermark read from
-    the file covers them, so a lookup never misses a committed id. On open, the ids after
+    Every id is in memory, in the file, or (between a flush and the next prune) both: the
+    transfers after the last file watermark this object read are in `_timestamps` (id →
+    timestamp, in commit order, which is timestamp order), and every transfer up to that
+    watermark is in the file. Entries leave memory only once a watermark read from the
+    file covers them, so a lookup never misses a committed id. On open, the ids after
     the file's watermark are read back from the transfers table; a lost or stale index is
     first rebuilt to within two memory tiers of the last commit, so memory stays bounded
-    (~100 bytes per id, at most ~2 × `RECENT_TRANSFERS_MAX` + `PRUNE_STEP` ids).
+    (~100 bytes per id, about 2 × `RECENT_TRANSFERS_MAX` + `_prune_step()` ids at most).
     """
 
     def __init__(self, main_db: sqlite3.Connection, index_path: str, indexer: Indexer) -> None:
