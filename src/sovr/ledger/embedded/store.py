@@ -214,7 +214,7 @@ class Store:
     def _upgrade_from_version_1(self) -> None:
         """Version 1 kept a unique index on `transfers.id` in this file (see `RecentIds` for
         why it moved), and expiries found their pending transfer through it."""
-        with _immediate_transaction(self.db) as db:
+        with _transaction(self.db, "BEGIN IMMEDIATE") as db:
             db.execute("ALTER TABLE expiries ADD COLUMN pending_timestamp INTEGER NOT NULL "
                        "DEFAULT 0")
             # NOT NULL: an expiry whose pending transfer is missing fails the upgrade loudly.
@@ -313,8 +313,7 @@ class Store:
         transfer_timestamp_max = max(self.transfer_timestamp_max, view.transfer_timestamp_max)
         expiry_timestamp_max = max([self.expiry_timestamp_max, *(e.timestamp for e in expiries)])
         self.recent_ids.assert_new(view.new_transfers)
-        db.execute("BEGIN")
-        try:
+        with _transaction(db):
             if view.new_accounts:
                 db.executemany(
                     "INSERT INTO accounts (timestamp, id, balances, user_data_128, user_data_64,"
@@ -354,10 +353,6 @@ class Store:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('timestamp_last', ?)",
                 (timestamp_last,),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self.commit_sequence = batch
         self.transfer_timestamp_max = transfer_timestamp_max
         self.expiry_timestamp_max = expiry_timestamp_max
@@ -391,15 +386,10 @@ class Store:
         )
 
     def checkpoint_accounts(self, accounts: list[list]) -> None:
-        self.db.execute("BEGIN")
-        try:
+        with _transaction(self.db):
             self._write_checkpoint(
                 accounts, self.transfer_timestamp_max, self.expiry_timestamp_max
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def recover_account_balances(self) -> None:
         """Replay the balance changes after the last account checkpoint, in commit order."""
@@ -425,8 +415,7 @@ class Store:
             latest[cr_id] = cr
         if not latest:
             return
-        self.db.execute("BEGIN")
-        try:
+        with _transaction(self.db):
             self.db.executemany(
                 "UPDATE accounts SET balances = ?, flags = ? WHERE id = ?",
                 [(codec.event_balances_blob(b), b[4], account_id)
@@ -437,10 +426,6 @@ class Store:
                 [("checkpoint_transfers", self.transfer_timestamp_max),
                  ("checkpoint_expiries", self.expiry_timestamp_max)],
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     # -- queries ----------------------------------------------------------------------
 
@@ -460,8 +445,9 @@ class Store:
 
 
 @contextlib.contextmanager
-def _immediate_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    db.execute("BEGIN IMMEDIATE")
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[sqlite3.Connection]:
+    """Committed if the block returns, rolled back if it raises."""
+    db.execute(begin)
     try:
         yield db
         db.execute("COMMIT")
@@ -551,7 +537,7 @@ class Indexer:
         row = db.execute("SELECT value FROM main.meta WHERE key = 'version'").fetchone()
         if row is not None and row[0] == INDEX_VERSION:
             return
-        with _immediate_transaction(db):
+        with _transaction(db, "BEGIN IMMEDIATE"):
             for table in INDEX_SOURCES:
                 db.execute(f"DELETE FROM main.{table}")
             db.execute("DELETE FROM main.meta")
